@@ -1,0 +1,62 @@
+// The module's configuration, as the helper core consumes it. `src/config/` turns config.json (the C++ module's
+// format plus our optional fields) and the environment into these values.
+
+/** One slot as written in config.json. Field names are the C++ module's, so existing files keep working. */
+export interface SlotConfigEntry {
+  key_name: string;
+  label?: string;
+  vault_url?: string;
+  /** Pin one key version instead of following the latest. */
+  key_version?: string;
+  /** Base64 DER X.509 certificate to expose on the token. */
+  certificate?: string;
+  /** PEM or DER certificate file; relative paths are taken from the config file's folder. */
+  certificate_path?: string;
+  /** Extra CA bundle (PEM) to trust when talking to this slot's vault. */
+  ca_file?: string;
+}
+
+export interface ConfigFile {
+  slots?: SlotConfigEntry[];
+  /** Extra CA bundle (PEM) trusted for every vault. */
+  ca_file?: string;
+}
+
+/** A slot after validation and defaulting: everything the core needs to build a token. */
+export interface ResolvedSlot {
+  /** Token label: the configured label, or the first 32 characters of the key name. */
+  label: string;
+  keyName: string;
+  /** Normalised vault URL without a trailing slash, e.g. https://my-vault.vault.azure.net */
+  vaultUrl: string;
+  keyVersion?: string;
+  /** Certificate DER from `certificate` or `certificate_path`; when absent the core asks the vault. */
+  certificateDer?: Buffer;
+  /** True when the certificate came from config, so the vault is not asked for one. */
+  certificateFromConfig: boolean;
+}
+
+export interface ModuleConfig {
+  /** The config file that was read, or null when none was found. */
+  source: string | null;
+  /** Configured slots, in file order. Empty means "every key in defaultVaultUrl". */
+  slots: ResolvedSlot[];
+  /** AZURE_KEYVAULT_URL, normalised; used for slots without vault_url and for key discovery. */
+  defaultVaultUrl?: string;
+  /** PEM bundles to trust in addition to the system store and NODE_EXTRA_CA_CERTS. */
+  caFiles: string[];
+  /** Per remote operation deadline in ms (AZURE_KEYVAULT_PKCS11_TIMEOUT_MS, default 60000). */
+  timeoutMs: number;
+}
+
+/** Thrown for a bad config: C_Initialize fails with CKR_GENERAL_ERROR and logs `${file}: ${field}: ${message}`. */
+export class ConfigError extends Error {
+  constructor(
+    readonly file: string,
+    readonly field: string,
+    readonly detail: string,
+  ) {
+    super(`${file}: ${field}: ${detail}`);
+    this.name = "ConfigError";
+  }
+}

@@ -1,0 +1,52 @@
+// One logger for the helper and the CLI. It writes to stderr only: the helper's stdout is /dev/null, and a
+// PKCS#11 library must never write to its host's stdout. Debug lines appear only with AZURE_KEYVAULT_PKCS11_DEBUG.
+
+const PREFIX = "AZURE_KEYVAULT";
+
+let debugEnabled = Boolean(process.env.AZURE_KEYVAULT_PKCS11_DEBUG);
+
+export function setDebug(enabled: boolean): void {
+  debugEnabled = enabled;
+}
+
+export function isDebug(): boolean {
+  return debugEnabled;
+}
+
+// Bearer tokens, client secrets and JWT-looking strings are cut out of anything we log, whatever its source.
+const SECRET_PATTERNS: RegExp[] = [
+  /(bearer\s+)[A-Za-z0-9\-_.~+/]+=*/gi,
+  /("?(?:access_token|client_secret|password|refresh_token|id_token|identityHeader|x-identity-header)"?\s*[:=]\s*"?)[^",\s}]+/gi,
+  /eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*/g,
+];
+
+export function redact(text: string): string {
+  let out = text;
+  for (const pattern of SECRET_PATTERNS) {
+    out = out.replace(pattern, (match, keep?: string) => (typeof keep === "string" ? `${keep}<redacted>` : "<redacted>"));
+  }
+  return out;
+}
+
+function write(level: string, message: string): void {
+  try {
+    process.stderr.write(`${PREFIX}: ${level}${redact(message)}\n`);
+  } catch {
+    // A closed stderr must never take the helper down.
+  }
+}
+
+export const log = {
+  debug(message: string): void {
+    if (debugEnabled) write("", message);
+  },
+  info(message: string): void {
+    write("", message);
+  },
+  warn(message: string): void {
+    write("warning: ", message);
+  },
+  error(message: string): void {
+    write("error: ", message);
+  },
+};
