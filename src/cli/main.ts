@@ -1,0 +1,34 @@
+// The package's command line: `azure-keyvault-pkcs11 <subcommand> [options]`.
+import { runEmulatorCli } from "../emulator/cli.ts";
+
+const USAGE = `usage: azure-keyvault-pkcs11 <command> [options]
+
+commands:
+  emulator   run the Azure Key Vault emulator (see --help)
+`;
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case "emulator":
+      return runEmulatorCli(rest);
+    case undefined:
+    case "-h":
+    case "--help":
+      process.stderr.write(USAGE);
+      return command === undefined ? 2 : 0;
+    default:
+      process.stderr.write(`azure-keyvault-pkcs11: unknown command '${command}'\n${USAGE}`);
+      return 2;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (error: unknown) => {
+    process.stderr.write(`azure-keyvault-pkcs11: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.exitCode = 1;
+  },
+);
