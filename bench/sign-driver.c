@@ -1,0 +1,162 @@
+/*
+ * Benchmark driver: loads the module the way a C host does (dlopen + C_GetFunctionList), then either measures
+ * a cold start (C_Initialize + find + first signature) or signs from N threads for a fixed time.
+ * Prints one JSON object on stdout. The signatures themselves are checked by bench/run.mjs with node:crypto.
+ *
+ * usage: sign-driver MODULE TOKEN_LABEL MECH(ecdsa|rsa) THREADS SECONDS [SIG_OUT_FILE]
+ *   THREADS = 0 means: cold start only.
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <p11-kit/pkcs11.h>
+
+static CK_FUNCTION_LIST_PTR p11;
+static CK_SLOT_ID slot;
+static CK_OBJECT_HANDLE key;
+static CK_MECHANISM_TYPE mechanism;
+static double deadline;
+static CK_BYTE digest[32];
+static CK_BYTE digest_info[19 + 32] = {0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01,
+                                       0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20};
+
+static double now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void die(const char *what, CK_RV rv) {
+  fprintf(stderr, "sign-driver: %s failed: 0x%lx\n", what, (unsigned long)rv);
+  exit(1);
+}
+
+static void check(const char *what, CK_RV rv) {
+  if (rv != CKR_OK) die(what, rv);
+}
+
+static void find_slot_and_key(const char *label) {
+  CK_ULONG count = 0;
+  check("C_GetSlotList", p11->C_GetSlotList(CK_TRUE, NULL, &count));
+  CK_SLOT_ID *slots = calloc(count ? count : 1, sizeof *slots);
+  check("C_GetSlotList", p11->C_GetSlotList(CK_TRUE, slots, &count));
+  size_t label_len = strlen(label);
+  int found = 0;
+  for (CK_ULONG i = 0; i < count && !found; i++) {
+    CK_TOKEN_INFO info;
+    check("C_GetTokenInfo", p11->C_GetTokenInfo(slots[i], &info));
+    size_t n = sizeof info.label;
+    while (n > 0 && info.label[n - 1] == ' ') n--;
+    if (n == label_len && memcmp(info.label, label, n) == 0) {
+      slot = slots[i];
+      found = 1;
+    }
+  }
+  free(slots);
+  if (!found) {
+    fprintf(stderr, "sign-driver: no token labelled %s\n", label);
+    exit(1);
+  }
+  CK_SESSION_HANDLE session;
+  check("C_OpenSession", p11->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL, &session));
+  CK_OBJECT_CLASS klass = CKO_PRIVATE_KEY;
+  CK_ATTRIBUTE tmpl[] = {{CKA_CLASS, &klass, sizeof klass}};
+  check("C_FindObjectsInit", p11->C_FindObjectsInit(session, tmpl, 1));
+  CK_ULONG n = 0;
+  check("C_FindObjects", p11->C_FindObjects(session, &key, 1, &n));
+  check("C_FindObjectsFinal", p11->C_FindObjectsFinal(session));
+  if (n != 1) {
+    fprintf(stderr, "sign-driver: no private key on token %s\n", label);
+    exit(1);
+  }
+  check("C_CloseSession", p11->C_CloseSession(session));
+}
+
+static CK_ULONG sign_once(CK_SESSION_HANDLE session, CK_BYTE *sig, CK_ULONG cap) {
+  CK_MECHANISM mech = {mechanism, NULL, 0};
+  CK_BYTE *input = mechanism == CKM_ECDSA ? digest : digest_info;
+  CK_ULONG input_len = mechanism == CKM_ECDSA ? sizeof digest : sizeof digest_info;
+  check("C_SignInit", p11->C_SignInit(session, &mech, key));
+  CK_ULONG len = cap;
+  check("C_Sign", p11->C_Sign(session, input, input_len, sig, &len));
+  return len;
+}
+
+struct worker {
+  pthread_t thread;
+  unsigned long ops;
+};
+
+static void *work(void *arg) {
+  struct worker *w = arg;
+  CK_SESSION_HANDLE session;
+  check("C_OpenSession", p11->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL, &session));
+  CK_BYTE sig[1024];
+  while (now() < deadline) {
+    sign_once(session, sig, sizeof sig);
+    w->ops++;
+  }
+  p11->C_CloseSession(session);
+  return NULL;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 6) {
+    fprintf(stderr, "usage: sign-driver MODULE TOKEN_LABEL ecdsa|rsa THREADS SECONDS [SIG_OUT_FILE]\n");
+    return 2;
+  }
+  mechanism = strcmp(argv[3], "ecdsa") == 0 ? CKM_ECDSA : CKM_RSA_PKCS;
+  int threads = atoi(argv[4]);
+  double seconds = atof(argv[5]);
+  for (size_t i = 0; i < sizeof digest; i++) digest[i] = (CK_BYTE)(i * 7 + 1);
+  memcpy(digest_info + 19, digest, sizeof digest);
+
+  double t0 = now();
+  void *lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
+  if (!lib) {
+    fprintf(stderr, "sign-driver: %s\n", dlerror());
+    return 1;
+  }
+  CK_C_GetFunctionList get_list = (CK_C_GetFunctionList)dlsym(lib, "C_GetFunctionList");
+  check("C_GetFunctionList", get_list(&p11));
+  CK_C_INITIALIZE_ARGS args = {0};
+  args.flags = CKF_OS_LOCKING_OK;
+  check("C_Initialize", p11->C_Initialize(&args));
+  double t_init = now();
+  find_slot_and_key(argv[2]);
+  CK_SESSION_HANDLE session;
+  check("C_OpenSession", p11->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL, &session));
+  CK_BYTE sig[1024];
+  CK_ULONG sig_len = sign_once(session, sig, sizeof sig);
+  double t_first = now();
+  if (argc > 6) {
+    FILE *f = fopen(argv[6], "wb");
+    if (!f || fwrite(sig, 1, sig_len, f) != sig_len) return 1;
+    fclose(f);
+  }
+  p11->C_CloseSession(session);
+
+  if (threads == 0) {
+    printf("{\"initializeMs\":%.3f,\"coldFirstSignatureMs\":%.3f}\n", (t_init - t0) * 1e3, (t_first - t0) * 1e3);
+  } else {
+    struct worker *workers = calloc((size_t)threads, sizeof *workers);
+    double start = now();
+    deadline = start + seconds;
+    for (int i = 0; i < threads; i++) pthread_create(&workers[i].thread, NULL, work, &workers[i]);
+    unsigned long ops = 0;
+    for (int i = 0; i < threads; i++) {
+      pthread_join(workers[i].thread, NULL);
+      ops += workers[i].ops;
+    }
+    double elapsed = now() - start;
+    printf("{\"threads\":%d,\"operations\":%lu,\"seconds\":%.3f,\"perSecond\":%.1f,\"meanLatencyMs\":%.4f}\n",
+           threads, ops, elapsed, ops / elapsed, elapsed * threads * 1e3 / (double)(ops ? ops : 1));
+    free(workers);
+  }
+  check("C_Finalize", p11->C_Finalize(NULL));
+  return 0;
+}
