@@ -34,6 +34,8 @@ export interface ResolvedSlot {
   certificateDer?: Buffer;
   /** True when the certificate came from config, so the vault is not asked for one. */
   certificateFromConfig: boolean;
+  /** Absolute path of the slot's own `ca_file`, trusted (with ModuleConfig.caFiles) for this slot's vault. */
+  caFile?: string;
 }
 
 export interface ModuleConfig {
