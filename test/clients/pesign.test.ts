@@ -1,0 +1,50 @@
+// pesign (NSS): the module is added to a fresh NSS database with modutil; pesign -s signs with the key and
+// certificate on the token (the certificate's CKA_LABEL is the nickname), then pesign -S and sbverify check it.
+import test from "ava";
+import { describe, startClientFixture, type ClientFixture } from "./harness.ts";
+
+const unsignedPe = "/usr/lib/shim/shimx64.efi";
+let fixture: ClientFixture;
+let nssDb: string;
+
+test.before(async () => {
+  fixture = await startClientFixture();
+  nssDb = fixture.file("nssdb");
+  await fixture.runOk("mkdir", ["-p", nssDb]);
+  await fixture.runOk("certutil", ["-N", "--empty-password", "-d", `sql:${nssDb}`]);
+  await fixture.runOk("modutil", ["-force", "-dbdir", `sql:${nssDb}`, "-add", "azure-keyvault", "-libfile", fixture.modulePath]);
+});
+
+test.after.always(async () => {
+  await fixture?.close();
+});
+
+/** The token needs no PIN and the child has no terminal, so a PIN prompt fails at once instead of hanging. With the
+ * SoftHSM backend the PIN is typed into a pseudo-terminal made by script(1), since pesign reads PINs only from /dev/tty. */
+function pesign(args: string[]) {
+  if (fixture.pin === undefined) return fixture.run("pesign", args);
+  const quoted = ["pesign", ...args].map((arg) => `'${arg.replaceAll("'", "'\\''")}'`).join(" ");
+  // pesign flushes the terminal's input before it prompts, so the PIN is typed after a pause.
+  return fixture.run("sh", ["-c", `(sleep 2; printf '%s\\n' "$PIN") | script -qec "$0" /dev/null`, quoted], {
+    env: { ...fixture.env, PIN: fixture.pin },
+  });
+}
+
+test("certutil sees the token's certificates and keys through modutil's registration", async (t) => {
+  const certs = await fixture.run("certutil", ["-d", `sql:${nssDb}`, "-L", "-h", "all"]);
+  t.is(certs.code, 0, describe(certs));
+  for (const key of fixture.keys) t.regex(certs.stdout, new RegExp(`^${key.tokenLabel}:${key.keyName}\\s+u,u,u$`, "m"), describe(certs));
+});
+
+test(`pesign -s signs ${unsignedPe} with the RSA key on the token`, async (t) => {
+  const key = fixture.rsa;
+  const signed = fixture.file("shimx64-pesign.efi");
+  const sign = await pesign(["-i", unsignedPe, "-o", signed, "-s", "-n", `sql:${nssDb}`, "-c", key.keyName, "-t", key.tokenLabel]);
+  t.is(sign.code, 0, describe(sign));
+  const show = await fixture.run("pesign", ["-S", "-i", signed]);
+  t.is(show.code, 0, describe(show));
+  t.regex(show.stdout, new RegExp(`The signer's common name is ${key.certificate.subject.match(/CN=([^\n]+)/)?.[1] ?? "\\S+"}`), describe(show));
+  const verify = await fixture.run("sbverify", ["--cert", key.certificatePath, signed]);
+  t.is(verify.code, 0, describe(verify));
+  t.regex(verify.stdout + verify.stderr, /Signature verification OK/, describe(verify));
+});
