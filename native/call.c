@@ -1,0 +1,60 @@
+#include "call.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "library.h"
+#include "log.h"
+
+void call_begin_on(struct call *c, struct link *link, uint32_t function_id, const char *function) {
+  memset(c, 0, sizeof *c);
+  c->function = function;
+  c->link = link;
+  wbuf_start(&c->request, function_id);
+}
+
+CK_RV call_begin(struct call *c, uint32_t function_id, const char *function) {
+  struct link *link = NULL;
+  CK_RV rv = library_enter(&link);
+  if (rv != CKR_OK) return rv;
+  call_begin_on(c, link, function_id, function);
+  c->entered = 1;
+  return CKR_OK;
+}
+
+CK_RV call_run(struct call *c) {
+  if (c->request.error == WIRE_NO_MEMORY) return CKR_HOST_MEMORY;
+  if (c->request.error == WIRE_TOO_BIG) {
+    log_error("%s: the arguments exceed the 64 MiB frame limit", c->function);
+    return CKR_DATA_LEN_RANGE;
+  }
+  CK_RV rv = link_call(c->link, &c->request, c->function, &c->frame, &c->frame_len);
+  if (rv != CKR_OK) return rv;
+  c->replied = 1;
+  rbuf_init(&c->reply, c->frame, c->frame_len);
+  rbuf_u32(&c->reply); /* the request id, already matched */
+  return (CK_RV)rbuf_ulong(&c->reply);
+}
+
+int call_valid(const struct call *c) { return c->replied && !c->reply.failed; }
+
+void call_reject(struct call *c, const char *why) {
+  if (!c->rejected) log_error("%s: protocol error: %s; returning CKR_DEVICE_ERROR", c->function, why);
+  c->rejected = 1;
+  c->reply.failed = 1;
+}
+
+CK_RV call_end(struct call *c, CK_RV rv) {
+  if (c->replied && !rbuf_done(&c->reply)) {
+    if (!c->rejected) {
+      log_error("%s: protocol error: the reply is %s; returning CKR_DEVICE_ERROR", c->function,
+                c->reply.failed ? "truncated or malformed" : "longer than expected");
+    }
+    rv = CKR_DEVICE_ERROR;
+  }
+  free(c->frame);
+  wbuf_free(&c->request);
+  if (c->entered) library_leave();
+  memset(c, 0, sizeof *c);
+  return rv;
+}

@@ -1,0 +1,153 @@
+/* Cryptographic operations: encrypt, decrypt, digest, sign, verify and random. They share four shapes: Init
+ * (session, mechanism, key), single-part or update with output (data in, OUT back), Final with output, and
+ * input-only updates. */
+#include <string.h>
+
+#include "entry.h"
+
+static CK_RV op_init(uint32_t function_id, const char *function, CK_SESSION_HANDLE hSession,
+                     CK_MECHANISM_PTR pMechanism, const CK_OBJECT_HANDLE *hKey) {
+  struct call c;
+  CK_RV rv = call_begin(&c, function_id, function);
+  if (rv != CKR_OK) return rv;
+  wbuf_ulong(&c.request, hSession);
+  rv = put_mechanism(&c.request, pMechanism);
+  if (rv != CKR_OK) return call_end(&c, rv);
+  if (hKey != NULL) wbuf_ulong(&c.request, *hKey);
+  rv = call_run(&c);
+  return call_end(&c, rv);
+}
+
+/* pIn may be absent (Final): has_input selects whether BYTES is sent. */
+static CK_RV op_with_output(uint32_t function_id, const char *function, CK_SESSION_HANDLE hSession, int has_input,
+                            CK_BYTE_PTR pIn, CK_ULONG ulInLen, CK_BYTE_PTR pOut, CK_ULONG_PTR pulOutLen) {
+  struct call c;
+  CK_RV rv = call_begin(&c, function_id, function);
+  if (rv != CKR_OK) return rv;
+  if (pulOutLen == NULL || (has_input && bad_data(pIn, ulInLen))) return call_end(&c, CKR_ARGUMENTS_BAD);
+  CK_ULONG capacity = pOut != NULL ? *pulOutLen : 0;
+  wbuf_ulong(&c.request, hSession);
+  if (has_input) wbuf_bytes(&c.request, pIn, ulInLen);
+  put_out(&c.request, pOut, pulOutLen);
+  rv = call_run(&c);
+  take_out(&c, rv, pOut, pulOutLen, capacity);
+  return call_end(&c, rv);
+}
+
+/* Session followed by up to two BYTES fields, nothing back. */
+static CK_RV op_with_input(uint32_t function_id, const char *function, CK_SESSION_HANDLE hSession, int fields,
+                           const void *p1, CK_ULONG len1, const void *p2, CK_ULONG len2) {
+  struct call c;
+  CK_RV rv = call_begin(&c, function_id, function);
+  if (rv != CKR_OK) return rv;
+  if (bad_data(p1, len1) || (fields > 1 && bad_data(p2, len2))) return call_end(&c, CKR_ARGUMENTS_BAD);
+  wbuf_ulong(&c.request, hSession);
+  wbuf_bytes(&c.request, p1, len1);
+  if (fields > 1) wbuf_bytes(&c.request, p2, len2);
+  rv = call_run(&c);
+  return call_end(&c, rv);
+}
+
+#define INIT(name, key) op_init(FN_##name, #name, hSession, pMechanism, key)
+#define WITH_OUTPUT(name, in, inLen, out, outLen) op_with_output(FN_##name, #name, hSession, 1, in, inLen, out, outLen)
+#define FINAL(name, out, outLen) op_with_output(FN_##name, #name, hSession, 0, NULL, 0, out, outLen)
+#define INPUT(name, p, len) op_with_input(FN_##name, #name, hSession, 1, p, len, NULL, 0)
+
+CK_RV C_EncryptInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism, CK_OBJECT_HANDLE hKey) {
+  return INIT(C_EncryptInit, &hKey);
+}
+CK_RV C_Encrypt(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulDataLen, CK_BYTE_PTR pEncryptedData,
+                CK_ULONG_PTR pulEncryptedDataLen) {
+  return WITH_OUTPUT(C_Encrypt, pData, ulDataLen, pEncryptedData, pulEncryptedDataLen);
+}
+CK_RV C_EncryptUpdate(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pPart, CK_ULONG ulPartLen,
+                      CK_BYTE_PTR pEncryptedPart, CK_ULONG_PTR pulEncryptedPartLen) {
+  return WITH_OUTPUT(C_EncryptUpdate, pPart, ulPartLen, pEncryptedPart, pulEncryptedPartLen);
+}
+CK_RV C_EncryptFinal(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pLastEncryptedPart,
+                     CK_ULONG_PTR pulLastEncryptedPartLen) {
+  return FINAL(C_EncryptFinal, pLastEncryptedPart, pulLastEncryptedPartLen);
+}
+
+CK_RV C_DecryptInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism, CK_OBJECT_HANDLE hKey) {
+  return INIT(C_DecryptInit, &hKey);
+}
+CK_RV C_Decrypt(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pEncryptedData, CK_ULONG ulEncryptedDataLen,
+                CK_BYTE_PTR pData, CK_ULONG_PTR pulDataLen) {
+  return WITH_OUTPUT(C_Decrypt, pEncryptedData, ulEncryptedDataLen, pData, pulDataLen);
+}
+CK_RV C_DecryptUpdate(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pEncryptedPart, CK_ULONG ulEncryptedPartLen,
+                      CK_BYTE_PTR pPart, CK_ULONG_PTR pulPartLen) {
+  return WITH_OUTPUT(C_DecryptUpdate, pEncryptedPart, ulEncryptedPartLen, pPart, pulPartLen);
+}
+CK_RV C_DecryptFinal(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pLastPart, CK_ULONG_PTR pulLastPartLen) {
+  return FINAL(C_DecryptFinal, pLastPart, pulLastPartLen);
+}
+
+CK_RV C_DigestInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism) { return INIT(C_DigestInit, NULL); }
+CK_RV C_Digest(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulDataLen, CK_BYTE_PTR pDigest,
+               CK_ULONG_PTR pulDigestLen) {
+  return WITH_OUTPUT(C_Digest, pData, ulDataLen, pDigest, pulDigestLen);
+}
+CK_RV C_DigestUpdate(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pPart, CK_ULONG ulPartLen) {
+  return INPUT(C_DigestUpdate, pPart, ulPartLen);
+}
+CK_RV C_DigestKey(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hKey) {
+  struct call c;
+  CALL_BEGIN(c, C_DigestKey);
+  wbuf_ulong(&c.request, hSession);
+  wbuf_ulong(&c.request, hKey);
+  CK_RV rv = call_run(&c);
+  return call_end(&c, rv);
+}
+CK_RV C_DigestFinal(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pDigest, CK_ULONG_PTR pulDigestLen) {
+  return FINAL(C_DigestFinal, pDigest, pulDigestLen);
+}
+
+CK_RV C_SignInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism, CK_OBJECT_HANDLE hKey) {
+  return INIT(C_SignInit, &hKey);
+}
+CK_RV C_Sign(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulDataLen, CK_BYTE_PTR pSignature,
+             CK_ULONG_PTR pulSignatureLen) {
+  return WITH_OUTPUT(C_Sign, pData, ulDataLen, pSignature, pulSignatureLen);
+}
+CK_RV C_SignUpdate(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pPart, CK_ULONG ulPartLen) {
+  return INPUT(C_SignUpdate, pPart, ulPartLen);
+}
+CK_RV C_SignFinal(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pSignature, CK_ULONG_PTR pulSignatureLen) {
+  return FINAL(C_SignFinal, pSignature, pulSignatureLen);
+}
+
+CK_RV C_VerifyInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism, CK_OBJECT_HANDLE hKey) {
+  return INIT(C_VerifyInit, &hKey);
+}
+CK_RV C_Verify(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulDataLen, CK_BYTE_PTR pSignature,
+               CK_ULONG ulSignatureLen) {
+  return op_with_input(FN_C_Verify, "C_Verify", hSession, 2, pData, ulDataLen, pSignature, ulSignatureLen);
+}
+CK_RV C_VerifyUpdate(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pPart, CK_ULONG ulPartLen) {
+  return INPUT(C_VerifyUpdate, pPart, ulPartLen);
+}
+CK_RV C_VerifyFinal(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pSignature, CK_ULONG ulSignatureLen) {
+  return INPUT(C_VerifyFinal, pSignature, ulSignatureLen);
+}
+
+CK_RV C_SeedRandom(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pSeed, CK_ULONG ulSeedLen) {
+  return INPUT(C_SeedRandom, pSeed, ulSeedLen);
+}
+
+CK_RV C_GenerateRandom(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pRandomData, CK_ULONG ulRandomLen) {
+  struct call c;
+  CALL_BEGIN(c, C_GenerateRandom);
+  if (bad_data(pRandomData, ulRandomLen)) return call_end(&c, CKR_ARGUMENTS_BAD);
+  wbuf_ulong(&c.request, hSession);
+  wbuf_ulong(&c.request, ulRandomLen);
+  CK_RV rv = call_run(&c);
+  const uint8_t *data = NULL;
+  size_t n = 0;
+  rbuf_bytes(&c.reply, &data, &n);
+  if (call_valid(&c) && rv == CKR_OK && n != ulRandomLen) call_reject(&c, "random data of the wrong length");
+  if (call_valid(&c) && rv != CKR_OK && n != 0) call_reject(&c, "random data with an error");
+  if (call_valid(&c) && rbuf_done(&c.reply) && rv == CKR_OK && n != 0) memcpy(pRandomData, data, n);
+  return call_end(&c, rv);
+}

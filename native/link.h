@@ -1,0 +1,36 @@
+/* The connection to one helper process: it owns the socket, the reader thread that dispatches replies to the
+ * threads waiting for them, and the helper's pid (the reader reaps it). Many threads may call link_call at once. */
+#ifndef AKV_LINK_H
+#define AKV_LINK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pkcs11_3.h"
+#include "wire.h"
+
+struct link;
+
+/* Spawns the helper and starts the reader. args supplies the application's mutex callbacks (may be NULL).
+ * Returns NULL with *rv set (CKR_GENERAL_ERROR, CKR_HOST_MEMORY or the CreateMutex result) on failure. */
+struct link *link_open(const CK_C_INITIALIZE_ARGS *args, CK_RV *rv);
+
+/* Sends the request (sealing it with a fresh request id) and waits for its reply, at most the call timeout.
+ * On CKR_OK, *reply is a malloc'd reply frame without its length field (u32 id, U rv, payload) that the caller
+ * frees. Returns CKR_DEVICE_ERROR when the helper is gone, the send fails or the timeout expires. */
+CK_RV link_call(struct link *link, struct wbuf *request, const char *function, uint8_t **reply, size_t *reply_len);
+
+/* Announces that the helper is about to exit (C_Finalize), so its end-of-file is not reported as a failure. */
+void link_expect_exit(struct link *link);
+
+/* Closes the connection: waiting and later calls get CKR_DEVICE_ERROR, the reader thread is joined and the
+ * helper reaped. Safe to call once per link, from the process that opened it. */
+void link_stop(struct link *link);
+
+/* Frees a stopped link; no thread may still be using it. */
+void link_free(struct link *link);
+
+/* In a forked child: drops the parent's link without sending anything, joining or reaping anything. */
+void link_abandon(struct link *link);
+
+#endif
