@@ -1,0 +1,108 @@
+// The objects of one token, built once from the key material: private key, public key and, when there is one,
+// the certificate. They share CKA_ID (SHA-1 of the public key) and CKA_LABEL (the key's name in the vault, which
+// jarsigner shows as the alias and pesign -c and pkcs11 URIs' object= select).
+import { createHash } from "node:crypto";
+import { CK_CERTIFICATE_CATEGORY, CK_UNAVAILABLE_INFORMATION, CKA, CKC, CKK, CKM, CKO } from "../pkcs11/constants.ts";
+import { allowedMechanisms } from "../mechanisms/table.ts";
+import { AttributeSet } from "./attributes.ts";
+import type { KeyMaterial } from "./key-material.ts";
+
+export type ObjectKind = "private" | "public" | "certificate";
+const KIND_INDEX: Record<ObjectKind, number> = { private: 0, public: 1, certificate: 2 };
+const HANDLES_PER_SLOT = 16;
+
+export interface TokenObject {
+  handle: number;
+  kind: ObjectKind;
+  attributes: AttributeSet;
+}
+
+/** Handles depend only on the slot and the object kind, so they survive helper restarts (libp11 after fork). */
+export const objectHandle = (slotIndex: number, kind: ObjectKind): number => slotIndex * HANDLES_PER_SLOT + KIND_INDEX[kind] + 1;
+export const slotOfHandle = (handle: number): number => Math.floor((handle - 1) / HANDLES_PER_SLOT);
+
+function common(set: AttributeSet, objectClass: number, isPrivate: boolean, label: string, uniqueId: string): AttributeSet {
+  return set
+    .ulong(CKA.CLASS, objectClass)
+    .bool(CKA.TOKEN, true)
+    .bool(CKA.PRIVATE, isPrivate)
+    .bool(CKA.MODIFIABLE, false)
+    .bool(CKA.COPYABLE, false)
+    .bool(CKA.DESTROYABLE, false)
+    .text(CKA.LABEL, label)
+    .text(CKA.UNIQUE_ID, uniqueId);
+}
+
+function keyCommon(set: AttributeSet, material: KeyMaterial, side: "private" | "public"): AttributeSet {
+  const subject = material.certificate?.fields.subject;
+  set
+    .ulong(CKA.KEY_TYPE, material.kind === "RSA" ? CKK.RSA : CKK.EC)
+    .bytes(CKA.ID, material.id)
+    .date(CKA.START_DATE, material.key.notBefore)
+    .date(CKA.END_DATE, material.key.expiresOn)
+    .bool(CKA.DERIVE, false)
+    // The vault, not this token, made or imported the key: PKCS#11 cannot tell which.
+    .bool(CKA.LOCAL, false)
+    .ulong(CKA.KEY_GEN_MECHANISM, CK_UNAVAILABLE_INFORMATION)
+    .ulongs(CKA.ALLOWED_MECHANISMS, allowedMechanisms(material, side))
+    .bytes(CKA.SUBJECT, subject ?? Buffer.alloc(0))
+    .bytes(CKA.PUBLIC_KEY_INFO, material.spkiDer);
+  if (material.rsa) {
+    set.bytes(CKA.MODULUS, material.rsa.modulus).bytes(CKA.PUBLIC_EXPONENT, material.rsa.publicExponent).ulong(CKA.MODULUS_BITS, material.rsa.bits);
+  }
+  if (material.ec) set.bytes(CKA.EC_PARAMS, material.ec.curve.oidDer).bytes(CKA.EC_POINT, material.ec.pointDer);
+  return set;
+}
+
+export function buildObjects(slotIndex: number, material: KeyMaterial, label: string, ulongSize: number): TokenObject[] {
+  const uniqueBase = `${material.key.vaultUrl}/keys/${material.key.name}`;
+  const privateKey = keyCommon(common(new AttributeSet(ulongSize), CKO.PRIVATE_KEY, true, label, `${uniqueBase}#private`), material, "private")
+    .bool(CKA.SENSITIVE, true)
+    .bool(CKA.DECRYPT, material.can.decrypt && material.kind === "RSA")
+    .bool(CKA.SIGN, material.can.sign)
+    .bool(CKA.SIGN_RECOVER, false)
+    .bool(CKA.UNWRAP, material.can.unwrap && material.kind === "RSA")
+    .bool(CKA.EXTRACTABLE, false)
+    .bool(CKA.ALWAYS_SENSITIVE, true)
+    .bool(CKA.NEVER_EXTRACTABLE, true)
+    .bool(CKA.WRAP_WITH_TRUSTED, false)
+    .bool(CKA.ALWAYS_AUTHENTICATE, false);
+  if (material.kind === "RSA") {
+    for (const type of [CKA.PRIVATE_EXPONENT, CKA.PRIME_1, CKA.PRIME_2, CKA.EXPONENT_1, CKA.EXPONENT_2, CKA.COEFFICIENT]) privateKey.sensitive(type);
+  } else {
+    privateKey.sensitive(CKA.VALUE);
+  }
+  const publicKey = keyCommon(common(new AttributeSet(ulongSize), CKO.PUBLIC_KEY, false, label, `${uniqueBase}#public`), material, "public")
+    .bool(CKA.ENCRYPT, material.can.encrypt && material.kind === "RSA")
+    .bool(CKA.VERIFY, material.can.verify)
+    .bool(CKA.VERIFY_RECOVER, false)
+    .bool(CKA.WRAP, material.can.wrap && material.kind === "RSA")
+    .bool(CKA.TRUSTED, false);
+  const objects: TokenObject[] = [
+    { handle: objectHandle(slotIndex, "private"), kind: "private", attributes: privateKey },
+    { handle: objectHandle(slotIndex, "public"), kind: "public", attributes: publicKey },
+  ];
+  const certificate = material.certificate;
+  if (certificate) {
+    const attributes = common(new AttributeSet(ulongSize), CKO.CERTIFICATE, false, label, `${uniqueBase}#certificate`)
+      .ulong(CKA.CERTIFICATE_TYPE, CKC.X_509)
+      .bool(CKA.TRUSTED, false)
+      .ulong(CKA.CERTIFICATE_CATEGORY, CK_CERTIFICATE_CATEGORY.TOKEN_USER)
+      .bytes(CKA.CHECK_VALUE, createHash("sha1").update(certificate.der).digest().subarray(0, 3))
+      .date(CKA.START_DATE, certificate.notBefore)
+      .date(CKA.END_DATE, certificate.notAfter)
+      .bytes(CKA.PUBLIC_KEY_INFO, certificate.fields.subjectPublicKeyInfo)
+      .bytes(CKA.ID, material.id)
+      .bytes(CKA.SUBJECT, certificate.fields.subject)
+      .bytes(CKA.ISSUER, certificate.fields.issuer)
+      .bytes(CKA.SERIAL_NUMBER, certificate.fields.serialNumber)
+      .bytes(CKA.VALUE, certificate.der)
+      .empty(CKA.URL)
+      .empty(CKA.HASH_OF_SUBJECT_PUBLIC_KEY)
+      .empty(CKA.HASH_OF_ISSUER_PUBLIC_KEY)
+      .ulong(CKA.JAVA_MIDP_SECURITY_DOMAIN, 0)
+      .ulong(CKA.NAME_HASH_ALGORITHM, CKM.SHA_1);
+    objects.push({ handle: objectHandle(slotIndex, "certificate"), kind: "certificate", attributes });
+  }
+  return objects;
+}

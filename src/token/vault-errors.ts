@@ -1,0 +1,58 @@
+// The one place where a failed vault call becomes a PKCS#11 return value, with one log line per failure.
+import { VaultError } from "../vault/types.ts";
+import { CKR, rvName } from "../pkcs11/constants.ts";
+import { Pkcs11Error } from "../pkcs11/error.ts";
+import { log } from "../log/log.ts";
+
+export type VaultOperation = "load" | "sign" | "decrypt" | "random";
+
+// The same outage hits every call; say so once a minute rather than once per signature.
+const REPEAT_WINDOW_MS = 60_000;
+const lastLogged = new Map<string, number>();
+
+function logOnce(line: string): void {
+  const now = Date.now();
+  const previous = lastLogged.get(line);
+  if (previous !== undefined && now - previous < REPEAT_WINDOW_MS) return;
+  lastLogged.set(line, now);
+  if (lastLogged.size > 1000) lastLogged.clear();
+  log.error(line);
+}
+
+function rvFor(error: VaultError, operation: VaultOperation): number {
+  switch (error.kind) {
+    case "not-found":
+      // The key behind the token is gone: for the application, the device went away.
+      return CKR.DEVICE_REMOVED;
+    case "forbidden":
+      return operation === "load" ? CKR.DEVICE_ERROR : CKR.FUNCTION_REJECTED;
+    case "bad-parameter":
+      return operation === "decrypt" ? CKR.ENCRYPTED_DATA_INVALID : CKR.FUNCTION_FAILED;
+    case "auth":
+    case "throttled":
+    case "network":
+    case "timeout":
+    case "other":
+      return CKR.DEVICE_ERROR;
+  }
+}
+
+const HINTS: Partial<Record<VaultError["kind"], string>> = {
+  auth: " (no Azure credential worked: check AZURE_CLI_ACCESS_TOKEN, azureauth.json, environment or managed identity)",
+  forbidden: " (the identity lacks permission, or the key's key_ops or enabled flag forbid it)",
+  throttled: " (Key Vault throttled the requests and retries ran out)",
+};
+
+/** Turns any failure of a vault call into the Pkcs11Error to throw, logging why. */
+export function vaultFailure(error: unknown, label: string, operation: VaultOperation): Pkcs11Error {
+  if (error instanceof Pkcs11Error) return error;
+  if (error instanceof VaultError) {
+    const rv = rvFor(error, operation);
+    const status = error.statusCode ? ` HTTP ${error.statusCode}` : "";
+    logOnce(`${label}: ${operation} failed: ${error.kind}${status}: ${error.message}${HINTS[error.kind] ?? ""} -> ${rvName(rv)}`);
+    return new Pkcs11Error(rv, error.message);
+  }
+  const message = error instanceof Error ? error.message : String(error);
+  logOnce(`${label}: ${operation} failed unexpectedly: ${message} -> CKR_DEVICE_ERROR`);
+  return new Pkcs11Error(CKR.DEVICE_ERROR, message);
+}
