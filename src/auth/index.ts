@@ -4,7 +4,6 @@
 //   3. DefaultAzureCredential: environment, workload identity, managed identity, Azure CLI (and the SDK's other
 //      developer credentials; AZURE_TOKEN_CREDENTIALS narrows it as usual).
 // Each link is tried until it answers once (see chain.ts); tokens are cached and shared (see tokenCache.ts).
-import type { Agent } from "node:https";
 import type { TokenCredential } from "@azure/core-auth";
 import { ClientSecretCredential, DefaultAzureCredential, type TokenCredentialOptions } from "@azure/identity";
 import { log } from "../log/log.ts";
@@ -21,8 +20,12 @@ export { TokenCache } from "./tokenCache.ts";
 export { installSdkLogging } from "./sdkLog.ts";
 
 export interface CredentialOptions {
-  /** HTTPS agent for token endpoints, carrying the module's TLS trust (ca_file). Default: Node's. */
-  agent?: Agent;
+  /**
+   * Trust list for https token endpoints (the module's ca_file on top of the system store; see vault/trust.ts).
+   * Default: Node's store. Passed as TLS settings, not as an agent: an https agent would break the plain-http
+   * managed identity endpoints (App Service, Service Fabric, Arc).
+   */
+  ca?: string[];
   /** Deadline of one token request in ms. Default 60000. */
   timeoutMs?: number;
 }
@@ -39,7 +42,7 @@ const KNOWN_AUTHORITY_HOSTS = new Set([
 
 export function createCredential(env: NodeJS.ProcessEnv = process.env, options: CredentialOptions = {}): TokenCredential {
   installSdkLogging(env);
-  const common: TokenCredentialOptions = options.agent ? { agent: options.agent } : {};
+  const common: TokenCredentialOptions = options.ca ? { tlsOptions: { ca: options.ca } } : {};
   const links: CredentialLink[] = [];
 
   const rawToken = env.AZURE_CLI_ACCESS_TOKEN?.trim();

@@ -9,7 +9,7 @@ import { isLoopbackHost, isManagedHsmHost } from "../config/vaultUrl.ts";
 import type { ModuleConfig } from "../config/types.ts";
 import { isDebug, log } from "../log/log.ts";
 import { toVaultError } from "./errors.ts";
-import { AgentPool } from "./trust.ts";
+import { AgentPool, buildCaList } from "./trust.ts";
 import type { DecryptAlgorithm, SignAlgorithm, VaultBackend, VaultKey } from "./types.ts";
 import { VaultError } from "./types.ts";
 
@@ -57,7 +57,7 @@ export class AzureVaultBackend implements VaultBackend {
       files.push(slot.caFile);
       this.caFilesByVault.set(slot.vaultUrl, files);
     }
-    this.credential = options.credential ?? createCredential(env, { agent: this.agents.get(config.caFiles), timeoutMs: config.timeoutMs });
+    this.credential = options.credential ?? createCredential(env, { ca: buildCaList(config.caFiles, env), timeoutMs: config.timeoutMs });
   }
 
   async getKey(vaultUrl: string, name: string, version?: string): Promise<VaultKey> {

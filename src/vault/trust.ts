@@ -4,7 +4,7 @@
 // already includes NODE_EXTRA_CA_CERTS) is left alone.
 import { readFileSync } from "node:fs";
 import { Agent } from "node:https";
-import { rootCertificates } from "node:tls";
+import { createSecureContext, rootCertificates } from "node:tls";
 import { log } from "../log/log.ts";
 
 const PEM_BLOCK = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
@@ -44,7 +44,16 @@ export class AgentPool {
       const ca = buildCaList(files, this.env);
       // keepAlive: a TLS handshake costs far more than a signature's overhead budget. No socket cap: 16
       // concurrent signers must each get a connection rather than queue behind each other.
-      agent = new Agent({ keepAlive: true, keepAliveMsecs: 30_000, maxSockets: Infinity, maxFreeSockets: 256, scheduling: "lifo", ...(ca ? { ca } : {}) });
+      // The trust list goes in as a prebuilt SecureContext, not as `ca`: https.Agent folds `ca` into the pool key
+      // it computes for every request, and concatenating ~150 PEMs each time cost milliseconds per signature.
+      agent = new Agent({
+        keepAlive: true,
+        keepAliveMsecs: 30_000,
+        maxSockets: Infinity,
+        maxFreeSockets: 256,
+        scheduling: "lifo",
+        ...(ca ? { secureContext: createSecureContext({ ca }) } : {}),
+      });
       this.agents.set(key, agent);
       if (files.length > 0) log.debug(`TLS: trusting the system store, NODE_EXTRA_CA_CERTS and ${files.join(", ")}`);
     }
