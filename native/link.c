@@ -41,6 +41,8 @@ struct link {
   int dead;
   int closing;
   int reported_dead;
+  /* Set by the first reply; before it, a dead helper is a start-up failure that C_Initialize reports. */
+  int answered;
 
   /* The global lock: one writer at a time on the socket. */
   struct lock writer;
@@ -133,7 +135,9 @@ static void deliver(struct link *link, uint8_t *frame, size_t len) {
   uint32_t id = wire_get_u32(frame);
   pthread_mutex_lock(&link->mu);
   for (struct waiter *w = link->waiters; w != NULL; w = w->next) {
-    if (w->id == id && !w->done) {
+    if (w->id == id) {
+      link->answered = 1;
+      remove_waiter(link, w);
       w->reply = frame;
       w->reply_len = len;
       w->done = 1;
@@ -171,10 +175,13 @@ static void *reader_main(void *arg) {
 
   pthread_mutex_lock(&link->mu);
   int expected = link->closing;
+  int answered = link->answered;
   mark_dead(link);
   pthread_mutex_unlock(&link->mu);
   shutdown(link->fd, SHUT_RDWR);
-  if (!expected) {
+  if (!expected && !answered) {
+    log_error("the helper (pid %ld) stopped before answering C_Initialize", (long)link->pid);
+  } else if (!expected) {
     log_error("lost the connection to the helper (pid %ld); calls fail with CKR_DEVICE_ERROR until C_Finalize and "
               "C_Initialize",
               (long)link->pid);
@@ -263,7 +270,7 @@ static struct timespec deadline_after(unsigned long ms) {
 
 /* Caller holds mu. Logs once per link so that a dead helper does not flood the host's stderr. */
 static void report_dead(struct link *link, const char *function) {
-  if (link->reported_dead || link->closing) return;
+  if (link->reported_dead || link->closing || !link->answered) return;
   link->reported_dead = 1;
   log_error("%s: the helper is gone; returning CKR_DEVICE_ERROR", function);
 }
