@@ -1,0 +1,464 @@
+/* Drives build/azure-keyvault-pkcs11.so against test/fixtures/fake-helper.mjs for the ava tests in this folder.
+ * Usage: driver <module.so> <scenario> [args]. Prints "key value" lines on stdout for the test to assert on;
+ * it never judges results itself, except that it exits non-zero when the module cannot be loaded. */
+#include <dlfcn.h>
+#include <dirent.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <p11-kit/pkcs11.h>
+
+static CK_FUNCTION_LIST_PTR f;
+static void *module;
+
+#define PRINT_RV(key, rv) printf("%s 0x%lx\n", key, (unsigned long)(rv))
+
+static void load(const char *path) {
+  module = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+  if (module == NULL) {
+    fprintf(stderr, "dlopen: %s\n", dlerror());
+    exit(2);
+  }
+  CK_C_GetFunctionList get = (CK_C_GetFunctionList)dlsym(module, "C_GetFunctionList");
+  if (get == NULL || get(&f) != CKR_OK) {
+    fprintf(stderr, "C_GetFunctionList failed\n");
+    exit(2);
+  }
+}
+
+static CK_RV sign(const char *data, CK_BYTE *out, CK_ULONG *out_len) {
+  CK_MECHANISM mech = {CKM_ECDSA, NULL, 0};
+  CK_RV rv = f->C_SignInit(1, &mech, 1);
+  if (rv != CKR_OK) return rv;
+  return f->C_Sign(1, (CK_BYTE_PTR)data, strlen(data), out, out_len);
+}
+
+/* Signs data and checks the echo; prints nothing. Returns 1 when the signature equals the data. */
+static int sign_matches(const char *data) {
+  CK_BYTE out[256];
+  CK_ULONG len = sizeof out;
+  return sign(data, out, &len) == CKR_OK && len == strlen(data) && memcmp(out, data, len) == 0;
+}
+
+/* The fake helper's JSON report about itself (object 99, CKA_VALUE); caller frees. */
+static char *helper_report(void) {
+  CK_ATTRIBUTE a = {CKA_VALUE, NULL, 0};
+  if (f->C_GetAttributeValue(1, 99, &a, 1) != CKR_OK) return NULL;
+  a.pValue = calloc(1, a.ulValueLen + 1);
+  if (f->C_GetAttributeValue(1, 99, &a, 1) != CKR_OK) return NULL;
+  return a.pValue;
+}
+
+static long helper_pid(void) {
+  char *report = helper_report();
+  if (report == NULL) return -1;
+  long pid = strtol(strstr(report, "\"pid\":") + 6, NULL, 10);
+  free(report);
+  return pid;
+}
+
+static int count_dir(const char *path) {
+  DIR *d = opendir(path);
+  int n = 0;
+  for (struct dirent *e; (e = readdir(d)) != NULL;) n += e->d_name[0] != '.';
+  closedir(d);
+  return n - (strcmp(path, "/proc/self/fd") == 0); /* the descriptor opendir used */
+}
+
+static int count_children(void) {
+  /* waitpid(-1) fails with ECHILD when this process has no children at all, zombies included. */
+  int status;
+  pid_t got = waitpid(-1, &status, WNOHANG);
+  return got == -1 && errno == ECHILD ? 0 : 1;
+}
+
+static void scenario_basic(void) {
+  CK_INFO info;
+  PRINT_RV("pre.GetInfo", f->C_GetInfo(&info));
+  PRINT_RV("pre.Finalize", f->C_Finalize(NULL));
+  PRINT_RV("pre.InitToken", f->C_InitToken(0, NULL, 0, NULL));
+  PRINT_RV("pre.GetFunctionStatus", f->C_GetFunctionStatus(1));
+
+  CK_C_INITIALIZE_ARGS args;
+  memset(&args, 0, sizeof args);
+  args.pReserved = &args;
+  PRINT_RV("init.reserved", f->C_Initialize(&args));
+  memset(&args, 0, sizeof args);
+  args.CreateMutex = (CK_CREATEMUTEX)1;
+  PRINT_RV("init.partialMutex", f->C_Initialize(&args));
+  memset(&args, 0, sizeof args);
+  args.flags = CKF_LIBRARY_CANT_CREATE_OS_THREADS;
+  PRINT_RV("init.cantCreateThreads", f->C_Initialize(&args));
+  memset(&args, 0, sizeof args);
+  args.flags = CKF_OS_LOCKING_OK;
+  PRINT_RV("init", f->C_Initialize(&args));
+  PRINT_RV("init.again", f->C_Initialize(NULL));
+
+  memset(&info, 0, sizeof info);
+  PRINT_RV("GetInfo", f->C_GetInfo(&info));
+  printf("GetInfo.manufacturer %.32s|\n", (const char *)info.manufacturerID);
+  printf("GetInfo.cryptoki %d.%d\n", info.cryptokiVersion.major, info.cryptokiVersion.minor);
+  PRINT_RV("GetInfo.null", f->C_GetInfo(NULL));
+
+  CK_ULONG count = 0;
+  PRINT_RV("slots.query", f->C_GetSlotList(CK_TRUE, NULL, &count));
+  printf("slots.query.count %lu\n", count);
+  CK_SLOT_ID slots[8] = {0};
+  count = 1;
+  PRINT_RV("slots.small", f->C_GetSlotList(CK_TRUE, slots, &count));
+  printf("slots.small.count %lu\n", count);
+  printf("slots.small.first %lu\n", slots[0]);
+  count = 8;
+  PRINT_RV("slots.full", f->C_GetSlotList(CK_TRUE, slots, &count));
+  printf("slots.full.count %lu\n", count);
+  printf("slots.full.ids %lu,%lu,%lu\n", slots[0], slots[1], slots[2]);
+  PRINT_RV("slots.nullCount", f->C_GetSlotList(CK_TRUE, slots, NULL));
+
+  CK_SESSION_HANDLE session = 0;
+  PRINT_RV("OpenSession", f->C_OpenSession(10, CKF_SERIAL_SESSION, NULL, NULL, &session));
+  printf("OpenSession.handle %lu\n", session);
+  PRINT_RV("OpenSession.null", f->C_OpenSession(10, CKF_SERIAL_SESSION, NULL, NULL, NULL));
+
+  CK_ATTRIBUTE query[2] = {{CKA_LABEL, NULL, 0}, {CKA_ID, NULL, 0}};
+  PRINT_RV("attr.query", f->C_GetAttributeValue(1, 1, query, 2));
+  printf("attr.query.lengths %lu,%lu\n", query[0].ulValueLen, query[1].ulValueLen);
+  char label[3] = {0};
+  CK_BYTE id[16] = {0};
+  CK_ATTRIBUTE small[2] = {{CKA_LABEL, label, sizeof label}, {CKA_ID, id, sizeof id}};
+  PRINT_RV("attr.small", f->C_GetAttributeValue(1, 1, small, 2));
+  printf("attr.small.labelLen 0x%lx\n", small[0].ulValueLen);
+  printf("attr.small.idLen %lu\n", small[1].ulValueLen);
+  printf("attr.small.id %d,%d,%d,%d\n", id[0], id[1], id[2], id[3]);
+  CK_BYTE value[8];
+  CK_ATTRIBUTE sensitive[2] = {{CKA_VALUE, value, sizeof value}, {CKA_ID, id, sizeof id}};
+  PRINT_RV("attr.sensitive", f->C_GetAttributeValue(1, 1, sensitive, 2));
+  printf("attr.sensitive.valueLen 0x%lx\n", sensitive[0].ulValueLen);
+  printf("attr.sensitive.idLen %lu\n", sensitive[1].ulValueLen);
+  CK_ATTRIBUTE unknown[1] = {{0x7777, value, sizeof value}};
+  PRINT_RV("attr.unknown", f->C_GetAttributeValue(1, 1, unknown, 1));
+  printf("attr.unknown.len 0x%lx\n", unknown[0].ulValueLen);
+  PRINT_RV("attr.nullTemplate", f->C_GetAttributeValue(1, 1, NULL, 1));
+  CK_ULONG klass = 0;
+  CK_ATTRIBUTE cls[1] = {{CKA_CLASS, &klass, sizeof klass}};
+  PRINT_RV("attr.class", f->C_GetAttributeValue(1, 1, cls, 1));
+  printf("attr.class.value %lu\n", klass);
+
+  CK_MECHANISM mech = {CKM_ECDSA, NULL, 0};
+  PRINT_RV("SignInit", f->C_SignInit(1, &mech, 1));
+  PRINT_RV("SignInit.nullMech", f->C_SignInit(1, NULL, 1));
+  const char *data = "hello, shim";
+  CK_ULONG len = 0;
+  PRINT_RV("sign.query", f->C_Sign(1, (CK_BYTE_PTR)data, strlen(data), NULL, &len));
+  printf("sign.query.len %lu\n", len);
+  CK_BYTE out[64] = {0};
+  len = 4;
+  PRINT_RV("sign.small", f->C_Sign(1, (CK_BYTE_PTR)data, strlen(data), out, &len));
+  printf("sign.small.len %lu\n", len);
+  printf("sign.small.untouched %d\n", out[0] == 0);
+  len = sizeof out;
+  PRINT_RV("sign.full", f->C_Sign(1, (CK_BYTE_PTR)data, strlen(data), out, &len));
+  printf("sign.full.value %.*s\n", (int)len, (const char *)out);
+  PRINT_RV("sign.nullLen", f->C_Sign(1, (CK_BYTE_PTR)data, strlen(data), out, NULL));
+  PRINT_RV("sign.nullData", f->C_Sign(1, NULL, 5, out, &len));
+  len = sizeof out;
+  PRINT_RV("sign.garbage", sign("garbage", out, &len));
+  PRINT_RV("sign.afterGarbage", sign("still fine", out, &len));
+
+  CK_BYTE random[32] = {0};
+  PRINT_RV("random", f->C_GenerateRandom(1, random, sizeof random));
+  printf("random.last 0x%x\n", random[31]);
+
+  PRINT_RV("InitToken", f->C_InitToken(0, NULL, 0, NULL));
+  PRINT_RV("GetFunctionStatus", f->C_GetFunctionStatus(1));
+  PRINT_RV("CancelFunction", f->C_CancelFunction(1));
+  PRINT_RV("WaitForSlotEvent", f->C_WaitForSlotEvent(0, NULL, NULL));
+
+  PRINT_RV("Finalize.reserved", f->C_Finalize(&args));
+  PRINT_RV("Finalize", f->C_Finalize(NULL));
+  PRINT_RV("post.GetInfo", f->C_GetInfo(&info));
+  PRINT_RV("post.Finalize", f->C_Finalize(NULL));
+}
+
+/* Shapes of the 3.0 interface, as declared by the OASIS 3.0 header (p11-kit 0.24 has no such declarations). */
+typedef struct {
+  CK_CHAR *pInterfaceName;
+  CK_VOID_PTR pFunctionList;
+  CK_FLAGS flags;
+} interface_t;
+typedef CK_RV (*get_interface_list_t)(interface_t *, CK_ULONG *);
+typedef CK_RV (*get_interface_t)(CK_UTF8CHAR *, CK_VERSION *, interface_t **, CK_FLAGS);
+
+static void scenario_interfaces(void) {
+  get_interface_list_t list = (get_interface_list_t)dlsym(module, "C_GetInterfaceList");
+  get_interface_t get = (get_interface_t)dlsym(module, "C_GetInterface");
+  CK_ULONG count = 0;
+  PRINT_RV("list.query", list(NULL, &count));
+  printf("list.count %lu\n", count);
+  interface_t entries[4];
+  CK_ULONG one = 1;
+  PRINT_RV("list.small", list(entries, &one));
+  count = 4;
+  PRINT_RV("list.full", list(entries, &count));
+  for (CK_ULONG i = 0; i < count; i++) {
+    CK_VERSION *v = entries[i].pFunctionList;
+    printf("list.%lu %s %d.%d flags=%lu\n", i, (char *)entries[i].pInterfaceName, v->major, v->minor,
+           entries[i].flags);
+  }
+  interface_t *found = NULL;
+  PRINT_RV("get.default", get(NULL, NULL, &found, 0));
+  CK_VERSION *v = found->pFunctionList;
+  printf("get.default.version %d.%d\n", v->major, v->minor);
+  CK_VERSION v240 = {2, 40};
+  PRINT_RV("get.v240", get((CK_UTF8CHAR *)"PKCS 11", &v240, &found, 0));
+  v = found->pFunctionList;
+  printf("get.v240.version %d.%d\n", v->major, v->minor);
+  printf("get.v240.sameAsGetFunctionList %d\n", (void *)found->pFunctionList == (void *)f);
+  PRINT_RV("get.unknownName", get((CK_UTF8CHAR *)"Vendor thing", NULL, &found, 0));
+  PRINT_RV("get.forkSafe", get(NULL, NULL, &found, 1));
+  /* In the 3.0 table, the v2.40 part must hold the same functions and C_LoginUser must follow the 3.0 pair. */
+  get(NULL, NULL, &found, 0);
+  void **table3 = (void **)((char *)found->pFunctionList + offsetof(CK_FUNCTION_LIST, C_Initialize));
+  void **table2 = (void **)&f->C_Initialize;
+  int same = 1;
+  for (int i = 0; i < 68; i++) same &= table3[i] == table2[i];
+  printf("table3.v2PartSame %d\n", same);
+  printf("table3.GetInterfaceList %d\n", table3[68] == (void *)list);
+  printf("table3.GetInterface %d\n", table3[69] == (void *)get);
+  printf("table3.LoginUser %d\n", table3[70] == dlsym(module, "C_LoginUser"));
+  printf("table3.MessageVerifyFinal %d\n", table3[91] == dlsym(module, "C_MessageVerifyFinal"));
+}
+
+struct worker {
+  int index;
+  int rounds;
+  int ok;
+};
+
+static void *worker_main(void *arg) {
+  struct worker *w = arg;
+  for (int i = 0; i < w->rounds; i++) {
+    char data[64];
+    /* Every call sleeps a little in the helper, so that many are in flight at once and replies overtake. */
+    snprintf(data, sizeof data, "sleep:%d thread %d round %d", (w->index * 7 + i * 3) % 40, w->index, i);
+    w->ok += sign_matches(data);
+  }
+  return NULL;
+}
+
+static void scenario_threads(int threads, int rounds) {
+  PRINT_RV("init", f->C_Initialize(NULL));
+  pthread_t ids[64];
+  struct worker workers[64];
+  for (int i = 0; i < threads; i++) {
+    workers[i] = (struct worker){i, rounds, 0};
+    pthread_create(&ids[i], NULL, worker_main, &workers[i]);
+  }
+  int ok = 0;
+  for (int i = 0; i < threads; i++) {
+    pthread_join(ids[i], NULL);
+    ok += workers[i].ok;
+  }
+  printf("threads.ok %d\n", ok);
+  char *report = helper_report();
+  printf("threads.maxInFlight %ld\n", report ? strtol(strstr(report, "\"maxInFlight\":") + 14, NULL, 10) : -1);
+  free(report);
+  PRINT_RV("Finalize", f->C_Finalize(NULL));
+}
+
+static void scenario_timeout(void) {
+  PRINT_RV("init", f->C_Initialize(NULL));
+  CK_BYTE out[64];
+  CK_ULONG len = sizeof out;
+  PRINT_RV("sign.slow", sign("sleep:3000", out, &len));
+  printf("sign.afterTimeout %d\n", sign_matches("quick"));
+  PRINT_RV("Finalize", f->C_Finalize(NULL));
+}
+
+static void *slow_sign(void *arg) {
+  CK_BYTE out[64];
+  CK_ULONG len = sizeof out;
+  *(CK_RV *)arg = sign("sleep:60000", out, &len);
+  return NULL;
+}
+
+static void scenario_kill(void) {
+  PRINT_RV("init", f->C_Initialize(NULL));
+  CK_BYTE out[64];
+  CK_ULONG len = sizeof out;
+  PRINT_RV("sign.die", sign("die", out, &len));
+  PRINT_RV("sign.afterDeath", sign("anything", out, &len));
+  PRINT_RV("Finalize", f->C_Finalize(NULL));
+  PRINT_RV("reinit", f->C_Initialize(NULL));
+  printf("sign.afterReinit %d\n", sign_matches("alive again"));
+
+  /* Killed from outside while a call waits for it. */
+  long pid = helper_pid();
+  CK_RV slow_rv = 0;
+  pthread_t t;
+  pthread_create(&t, NULL, slow_sign, &slow_rv);
+  /* The report shows the slow call in flight before the helper is killed. */
+  for (int i = 0; i < 500; i++) {
+    char *report = helper_report();
+    int busy = report != NULL && strstr(report, "\"maxInFlight\":2") != NULL;
+    free(report);
+    if (busy) break;
+    usleep(10000);
+  }
+  kill((pid_t)pid, SIGKILL);
+  pthread_join(t, NULL);
+  PRINT_RV("sign.killedMidCall", slow_rv);
+  PRINT_RV("Finalize2", f->C_Finalize(NULL));
+  PRINT_RV("reinit2", f->C_Initialize(NULL));
+  printf("sign.afterReinit2 %d\n", sign_matches("alive once more"));
+  printf("helper.newPid %d\n", helper_pid() != pid);
+  PRINT_RV("Finalize3", f->C_Finalize(NULL));
+  printf("children %d\n", count_children());
+}
+
+static void scenario_fork(void) {
+  PRINT_RV("parent.init", f->C_Initialize(NULL));
+  printf("parent.signBefore %d\n", sign_matches("before fork"));
+  long parent_helper = helper_pid();
+  fflush(stdout);
+  pid_t child = fork();
+  if (child == 0) {
+    CK_INFO info;
+    PRINT_RV("child.GetInfo", f->C_GetInfo(&info));
+    CK_BYTE out[64];
+    CK_ULONG len = sizeof out;
+    PRINT_RV("child.Sign", f->C_Sign(1, (CK_BYTE_PTR) "x", 1, out, &len));
+    PRINT_RV("child.InitToken", f->C_InitToken(0, NULL, 0, NULL));
+    PRINT_RV("child.Finalize", f->C_Finalize(NULL));
+    PRINT_RV("child.init", f->C_Initialize(NULL));
+    printf("child.sign %d\n", sign_matches("in the child"));
+    long child_helper = helper_pid();
+    printf("child.ownHelper %d\n", child_helper > 0 && child_helper != parent_helper);
+    printf("child.parentHelperAlive %d\n", kill((pid_t)parent_helper, 0) == 0);
+    PRINT_RV("child.Finalize2", f->C_Finalize(NULL));
+    printf("child.children %d\n", count_children());
+    fflush(stdout);
+    _exit(0);
+  }
+  int status = 0;
+  waitpid(child, &status, 0);
+  printf("parent.childExit %d\n", WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+  printf("parent.signAfter %d\n", sign_matches("after fork"));
+  printf("parent.sameHelper %d\n", helper_pid() == parent_helper);
+  PRINT_RV("parent.Finalize", f->C_Finalize(NULL));
+}
+
+static void scenario_cycles(int n) {
+  /* The first cycle loads what stays loaded (node's libraries are not ours, but dlopen'd state may be). */
+  PRINT_RV("warmup.init", f->C_Initialize(NULL));
+  PRINT_RV("warmup.Finalize", f->C_Finalize(NULL));
+  int fds_before = count_dir("/proc/self/fd");
+  int threads_before = count_dir("/proc/self/task");
+  int ok = 0;
+  for (int i = 0; i < n; i++) {
+    CK_INFO info;
+    ok += f->C_Initialize(NULL) == CKR_OK && f->C_GetInfo(&info) == CKR_OK && sign_matches("cycle") &&
+          f->C_Finalize(NULL) == CKR_OK;
+  }
+  printf("cycles.ok %d\n", ok);
+  printf("cycles.fdsBefore %d\n", fds_before);
+  printf("cycles.fdsAfter %d\n", count_dir("/proc/self/fd"));
+  printf("cycles.threadsBefore %d\n", threads_before);
+  printf("cycles.threadsAfter %d\n", count_dir("/proc/self/task"));
+  printf("cycles.children %d\n", count_children());
+}
+
+static int creates, destroys, locks, unlocks;
+static CK_RV app_create(void **mutex) {
+  __atomic_add_fetch(&creates, 1, __ATOMIC_SEQ_CST);
+  pthread_mutex_t *m = malloc(sizeof *m);
+  pthread_mutex_init(m, NULL);
+  *mutex = m;
+  return CKR_OK;
+}
+static CK_RV app_destroy(void *mutex) {
+  __atomic_add_fetch(&destroys, 1, __ATOMIC_SEQ_CST);
+  pthread_mutex_destroy(mutex);
+  free(mutex);
+  return CKR_OK;
+}
+static CK_RV app_lock(void *mutex) {
+  __atomic_add_fetch(&locks, 1, __ATOMIC_SEQ_CST);
+  return pthread_mutex_lock(mutex) == 0 ? CKR_OK : CKR_GENERAL_ERROR;
+}
+static CK_RV app_unlock(void *mutex) {
+  __atomic_add_fetch(&unlocks, 1, __ATOMIC_SEQ_CST);
+  return pthread_mutex_unlock(mutex) == 0 ? CKR_OK : CKR_GENERAL_ERROR;
+}
+
+static void scenario_mutex(void) {
+  CK_C_INITIALIZE_ARGS args;
+  memset(&args, 0, sizeof args);
+  args.CreateMutex = app_create;
+  args.DestroyMutex = app_destroy;
+  args.LockMutex = app_lock;
+  args.UnlockMutex = app_unlock;
+  PRINT_RV("init", f->C_Initialize(&args));
+  printf("mutex.signs %d\n", sign_matches("one") + sign_matches("two") + sign_matches("three"));
+  PRINT_RV("Finalize", f->C_Finalize(NULL));
+  printf("mutex.creates %d\n", creates);
+  printf("mutex.destroys %d\n", destroys);
+  printf("mutex.locksAtLeast6 %d\n", locks >= 6);
+  printf("mutex.balanced %d\n", locks == unlocks);
+}
+
+static void scenario_init_only(void) {
+  PRINT_RV("init", f->C_Initialize(NULL));
+  CK_INFO info;
+  PRINT_RV("GetInfo", f->C_GetInfo(&info));
+  PRINT_RV("Finalize", f->C_Finalize(NULL));
+  printf("children %d\n", count_children());
+}
+
+static void scenario_report(const char *marker_path) {
+  /* A descriptor without close-on-exec that the helper must not inherit. */
+  FILE *marker = fopen(marker_path, "r");
+  sigset_t block;
+  sigemptyset(&block);
+  sigaddset(&block, SIGTERM);
+  sigprocmask(SIG_BLOCK, &block, NULL);
+  signal(SIGINT, SIG_IGN);
+  PRINT_RV("init", f->C_Initialize(NULL));
+  char *report = helper_report();
+  printf("report %s\n", report ? report : "null");
+  free(report);
+  PRINT_RV("Finalize", f->C_Finalize(NULL));
+  if (marker) fclose(marker);
+}
+
+int main(int argc, char **argv) {
+  if (argc < 3) {
+    fprintf(stderr, "usage: driver <module.so> <scenario> [args]\n");
+    return 2;
+  }
+  setvbuf(stdout, NULL, _IOLBF, 0);
+  load(argv[1]);
+  const char *s = argv[2];
+  if (strcmp(s, "basic") == 0) scenario_basic();
+  else if (strcmp(s, "interfaces") == 0) scenario_interfaces();
+  else if (strcmp(s, "threads") == 0) scenario_threads(atoi(argv[3]), atoi(argv[4]));
+  else if (strcmp(s, "timeout") == 0) scenario_timeout();
+  else if (strcmp(s, "kill") == 0) scenario_kill();
+  else if (strcmp(s, "fork") == 0) scenario_fork();
+  else if (strcmp(s, "cycles") == 0) scenario_cycles(atoi(argv[3]));
+  else if (strcmp(s, "mutex") == 0) scenario_mutex();
+  else if (strcmp(s, "init") == 0) scenario_init_only();
+  else if (strcmp(s, "report") == 0) scenario_report(argv[3]);
+  else {
+    fprintf(stderr, "unknown scenario %s\n", s);
+    return 2;
+  }
+  printf("done 1\n");
+  return 0;
+}
