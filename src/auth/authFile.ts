@@ -63,12 +63,12 @@ export function parseAuthFile(file: string, text: string): ServicePrincipalSecre
   // The sdk-auth spelling (tenantId, clientId, clientSecret) is accepted too.
   const pick = (primary: string, alias: string): string => {
     const value = fields[primary] ?? fields[alias];
-    if (typeof value !== "string" || value.trim() === "") throw new AuthFileError(file, `${primary}: is required (a non-empty string)`);
+    if (typeof value !== "string" || value.trim() === "") throw new AuthFileError(file, `the field '${primary}' is missing or empty`);
     return value.trim();
   };
   const tenantId = pick("tenant", "tenantId");
   const clientId = pick("appId", "clientId");
   const clientSecret = pick("password", "clientSecret");
-  if (!/^[0-9A-Za-z.-]+$/.test(tenantId)) throw new AuthFileError(file, "tenant: must be a tenant id or domain name");
+  if (!/^[0-9A-Za-z.-]+$/.test(tenantId)) throw new AuthFileError(file, "the field 'tenant' must be a tenant id or domain name");
   return { file, tenantId, clientId, clientSecret };
 }
