@@ -29,6 +29,7 @@ export const CKR = {
   KEY_HANDLE_INVALID: 0x60,
   KEY_SIZE_RANGE: 0x62,
   KEY_TYPE_INCONSISTENT: 0x63,
+  KEY_INDIGESTIBLE: 0x67,
   KEY_FUNCTION_NOT_PERMITTED: 0x68,
   MECHANISM_INVALID: 0x70,
   MECHANISM_PARAM_INVALID: 0x71,
@@ -191,6 +192,8 @@ export const CKF = {
   VERIFY_RECOVER: 1 << 14,
   WRAP: 1 << 17,
   UNWRAP: 1 << 18,
+  /** C_SessionCancel (v3.0): the find operation. */
+  FIND_OBJECTS: 1 << 6,
   EC_F_P: 1 << 20,
   EC_NAMEDCURVE: 1 << 23,
   EC_UNCOMPRESS: 1 << 24,

@@ -1,0 +1,95 @@
+// Serves the module link: reads request frames, runs each as its own async task and answers it when done, in
+// any order, so that many host threads can wait on the vault at once (docs/protocol.md).
+import type { Socket } from "node:net";
+import { log } from "../log/log.ts";
+import { Reader, ProtocolError } from "../protocol/codec.ts";
+import { FrameReader, replyWriter, sealReply, type RequestFrame } from "../protocol/frames.ts";
+import { FunctionId } from "../protocol/functions.ts";
+import { CKR, rvName } from "../pkcs11/constants.ts";
+import { Pkcs11Error } from "../pkcs11/error.ts";
+import { HANDLERS } from "./dispatch.ts";
+import { Pkcs11Module } from "./module.ts";
+
+export function describe(error: unknown): string {
+  return error instanceof Error ? (error.stack ?? error.message) : String(error);
+}
+
+export function serve(socket: Socket, module = new Pkcs11Module(), exit: (code: number) => void = (code) => process.exit(code)): void {
+  let finished = false;
+
+  const finish = (code: number): void => {
+    if (finished) return;
+    finished = true;
+    exit(code);
+  };
+
+  const send = (frame: Buffer): void => {
+    if (!socket.destroyed) socket.write(frame);
+  };
+
+  async function answer(frame: RequestFrame): Promise<void> {
+    const handler = HANDLERS.get(frame.functionId);
+    const writer = replyWriter();
+    if (!handler) {
+      log.error(`request for unknown function id ${frame.functionId}: the module library and helper come from different builds`);
+      send(sealReply(writer, frame.id, CKR.GENERAL_ERROR));
+      return;
+    }
+    const started = performance.now();
+    let args: unknown;
+    let result: unknown;
+    let rv: number = CKR.OK;
+    try {
+      const reader = new Reader(frame.payload);
+      args = handler.decode(reader);
+      reader.end();
+      result = await handler.run(module, args);
+      rv = handler.rvOf?.(result) ?? CKR.OK;
+    } catch (error) {
+      result = undefined;
+      if (error instanceof Pkcs11Error) {
+        rv = error.rv;
+        // Errors built with an explanation are worth a line; plain state errors are for debugging.
+        if (error.message !== rvName(error.rv)) log.warn(`${handler.name}: ${error.message} -> ${rvName(rv)}`);
+      } else if (error instanceof ProtocolError) {
+        rv = CKR.GENERAL_ERROR;
+        log.error(`${handler.name}: malformed request: ${error.message}`);
+      } else {
+        rv = CKR.GENERAL_ERROR;
+        log.error(`${handler.name}: internal error: ${describe(error)}`);
+      }
+    }
+    try {
+      handler.encode(writer, result, args);
+    } catch (error) {
+      log.error(`${handler.name}: cannot encode the reply: ${describe(error)}`);
+      rv = CKR.GENERAL_ERROR;
+    }
+    log.debug(`${handler.name} -> ${rvName(rv)} (${(performance.now() - started).toFixed(2)} ms)`);
+    send(sealReply(writer, frame.id, rv));
+    if (frame.functionId === FunctionId.C_Finalize && rv === CKR.OK) {
+      // The shim waits for this reply, then for our exit.
+      socket.end(() => finish(0));
+    }
+  }
+
+  const frames = new FrameReader((frame) => {
+    void answer(frame);
+  });
+
+  socket.on("data", (chunk: Buffer) => {
+    try {
+      frames.push(chunk);
+    } catch (error) {
+      log.error(`protocol error on the module link, closing it: ${error instanceof Error ? error.message : String(error)}`);
+      socket.destroy();
+      finish(1);
+    }
+  });
+  socket.on("end", () => finish(0));
+  socket.on("close", () => finish(0));
+  socket.on("error", (error) => {
+    log.error(`module link error: ${error.message}`);
+    finish(1);
+  });
+}

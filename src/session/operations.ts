@@ -1,0 +1,260 @@
+// The operation calls of a session: find, sign, verify, encrypt, decrypt, digest. Each follows the spec's rules
+// for what ends an operation: a length query or CKR_BUFFER_TOO_SMALL keeps it (and never calls the vault), any
+// other outcome of the finishing call ends it, errors included.
+import type { Attribute, Mechanism, OutRequest } from "../protocol/codec.ts";
+import type { VaultBackend } from "../vault/types.ts";
+import { CKF, CKR } from "../pkcs11/constants.ts";
+import { Pkcs11Error } from "../pkcs11/error.ts";
+import { startDecrypt, startDigestOperation, startEncrypt, startSign, startVerify } from "../mechanisms/index.ts";
+import type { KeyMaterial } from "../token/key-material.ts";
+import type { TokenObject } from "../token/objects.ts";
+import { vaultFailure } from "../token/vault-errors.ts";
+import type { Session } from "./session.ts";
+import { log } from "../log/log.ts";
+
+export interface OutResult {
+  rv: number;
+  length: number;
+  data?: Buffer;
+}
+
+/** The length-query and buffer rules for an output of known length; undefined means "produce it now". */
+function sizeOnly(out: OutRequest, length: number): OutResult | undefined {
+  if (!out.present) return { rv: CKR.OK, length };
+  if (out.capacity < length) return { rv: CKR.BUFFER_TOO_SMALL, length };
+  return undefined;
+}
+
+export class Operations {
+  constructor(
+    private readonly backend: VaultBackend,
+    private readonly ulongSize: number,
+  ) {}
+
+  // ---- objects ---------------------------------------------------------------------------------------------
+
+  async object(session: Session, handle: number): Promise<{ object: TokenObject; material: KeyMaterial }> {
+    const loaded = session.token.current ?? (await session.token.load());
+    const object = loaded.objects.find((candidate) => candidate.handle === handle);
+    if (!object) throw new Pkcs11Error(CKR.OBJECT_HANDLE_INVALID);
+    return { object, material: loaded.material };
+  }
+
+  async findInit(session: Session, template: Attribute[]): Promise<void> {
+    if (session.find) throw new Pkcs11Error(CKR.OPERATION_ACTIVE);
+    const loaded = session.token.current ?? (await session.token.load());
+    session.find = { handles: loaded.objects.filter((object) => object.attributes.matches(template)).map((object) => object.handle), position: 0 };
+  }
+
+  find(session: Session, maxCount: number): number[] {
+    const find = session.find;
+    if (!find) throw new Pkcs11Error(CKR.OPERATION_NOT_INITIALIZED);
+    const handles = find.handles.slice(find.position, find.position + Math.max(0, maxCount));
+    find.position += handles.length;
+    return handles;
+  }
+
+  findFinal(session: Session): void {
+    if (!session.find) throw new Pkcs11Error(CKR.OPERATION_NOT_INITIALIZED);
+    session.find = undefined;
+  }
+
+  // ---- keys for Init ---------------------------------------------------------------------------------------
+
+  /** The key object for an Init call, with the spec's checks on class and permission. */
+  private async key(session: Session, handle: number, side: "private" | "public", permitted: (material: KeyMaterial) => boolean, purpose: string): Promise<KeyMaterial> {
+    let found;
+    try {
+      found = await this.object(session, handle);
+    } catch (error) {
+      if (error instanceof Pkcs11Error && error.rv === CKR.OBJECT_HANDLE_INVALID) throw new Pkcs11Error(CKR.KEY_HANDLE_INVALID);
+      throw error;
+    }
+    const { object, material } = found;
+    if (object.kind === "certificate") throw new Pkcs11Error(CKR.KEY_HANDLE_INVALID, `object ${handle} is a certificate, not a key`);
+    if (object.kind !== side) throw new Pkcs11Error(CKR.KEY_TYPE_INCONSISTENT, `${purpose} needs the ${side} key; object ${handle} is the ${object.kind} key`);
+    if (!permitted(material)) {
+      throw new Pkcs11Error(CKR.KEY_FUNCTION_NOT_PERMITTED, `${session.token.label}: the key's key_ops (${material.key.keyOps.join(", ") || "none"}) do not allow ${purpose}`);
+    }
+    return material;
+  }
+
+  // ---- sign ------------------------------------------------------------------------------------------------
+
+  async signInit(session: Session, mechanism: Mechanism, keyHandle: number): Promise<void> {
+    if (session.sign) throw new Pkcs11Error(CKR.OPERATION_ACTIVE);
+    const material = await this.key(session, keyHandle, "private", (m) => m.can.sign, "signing");
+    session.sign = { op: startSign(mechanism, material, this.ulongSize), material, multiPart: false };
+  }
+
+  async sign(session: Session, data: Buffer | undefined, out: OutRequest): Promise<OutResult> {
+    const active = session.sign;
+    if (!active) throw new Pkcs11Error(CKR.OPERATION_NOT_INITIALIZED);
+    const sized = sizeOnly(out, active.op.signatureLength);
+    if (sized) return sized;
+    session.sign = undefined;
+    if (data && active.multiPart) throw new Pkcs11Error(CKR.OPERATION_ACTIVE, "C_Sign cannot finish a multi-part signature: call C_SignFinal");
+    const request = active.op.finish(data);
+    let signature: Buffer;
+    try {
+      signature = await this.backend.sign(active.material.key, request.algorithm, request.digest);
+    } catch (error) {
+      throw vaultFailure(error, session.token.label, "sign");
+    }
+    return { rv: CKR.OK, length: active.op.signatureLength, data: fitSignature(signature, active.op.signatureLength, active.material) };
+  }
+
+  signUpdate(session: Session, data: Buffer): void {
+    const active = session.sign;
+    if (!active) throw new Pkcs11Error(CKR.OPERATION_NOT_INITIALIZED);
+    try {
+      active.op.update(data);
+      active.multiPart = true;
+    } catch (error) {
+      session.sign = undefined;
+      throw error;
+    }
+  }
+
+  // ---- verify ----------------------------------------------------------------------------------------------
+
+  async verifyInit(session: Session, mechanism: Mechanism, keyHandle: number): Promise<void> {
+    if (session.verify) throw new Pkcs11Error(CKR.OPERATION_ACTIVE);
+    const material = await this.key(session, keyHandle, "public", (m) => m.can.verify, "verification");
+    session.verify = { op: startVerify(mechanism, material, this.ulongSize), multiPart: false };
+  }
+
+  verify(session: Session, data: Buffer | undefined, signature: Buffer): void {
+    const active = session.verify;
+    if (!active) throw new Pkcs11Error(CKR.OPERATION_NOT_INITIALIZED);
+    session.verify = undefined;
+    if (data && active.multiPart) throw new Pkcs11Error(CKR.OPERATION_ACTIVE, "C_Verify cannot finish a multi-part verification: call C_VerifyFinal");
+    if (!active.op.verify(data, signature)) throw new Pkcs11Error(CKR.SIGNATURE_INVALID);
+  }
+
+  verifyUpdate(session: Session, data: Buffer): void {
+    const active = session.verify;
+    if (!active) throw new Pkcs11Error(CKR.OPERATION_NOT_INITIALIZED);
+    try {
+      active.op.update(data);
+      active.multiPart = true;
+    } catch (error) {
+      session.verify = undefined;
+      throw error;
+    }
+  }
+
+  // ---- encrypt (local) -------------------------------------------------------------------------------------
+
+  async encryptInit(session: Session, mechanism: Mechanism, keyHandle: number): Promise<void> {
+    if (session.encrypt) throw new Pkcs11Error(CKR.OPERATION_ACTIVE);
+    const material = await this.key(session, keyHandle, "public", (m) => m.can.encrypt && m.kind === "RSA", "encryption");
+    session.encrypt = startEncrypt(mechanism, material, this.ulongSize);
+  }
+
+  encrypt(session: Session, data: Buffer, out: OutRequest): OutResult {
+    const op = session.encrypt;
+    if (!op) throw new Pkcs11Error(CKR.OPERATION_NOT_INITIALIZED);
+    const sized = sizeOnly(out, op.outputLength);
+    if (sized) return sized;
+    session.encrypt = undefined;
+    const ciphertext = op.encrypt(data);
+    return { rv: CKR.OK, length: ciphertext.length, data: ciphertext };
+  }
+
+  /** RSA encryption is single-part: the Update/Final calls end the operation with an error. */
+  encryptMultiPart(session: Session): never {
+    if (!session.encrypt) throw new Pkcs11Error(CKR.OPERATION_NOT_INITIALIZED);
+    session.encrypt = undefined;
+    throw new Pkcs11Error(CKR.FUNCTION_NOT_SUPPORTED, "RSA encryption is single-part: use C_Encrypt");
+  }
+
+  // ---- decrypt (in the vault) ------------------------------------------------------------------------------
+
+  async decryptInit(session: Session, mechanism: Mechanism, keyHandle: number): Promise<void> {
+    if (session.decrypt) throw new Pkcs11Error(CKR.OPERATION_ACTIVE);
+    const material = await this.key(session, keyHandle, "private", (m) => m.can.decrypt && m.kind === "RSA", "decryption");
+    session.decrypt = { op: startDecrypt(mechanism, material, this.ulongSize), material };
+  }
+
+  async decrypt(session: Session, ciphertext: Buffer, out: OutRequest): Promise<OutResult> {
+    const active = session.decrypt;
+    if (!active) throw new Pkcs11Error(CKR.OPERATION_NOT_INITIALIZED);
+    if (!out.present) return { rv: CKR.OK, length: active.pending?.plaintext.length ?? active.op.maxOutputLength };
+    let plaintext: Buffer;
+    if (active.pending && active.pending.ciphertext.equals(ciphertext)) {
+      plaintext = active.pending.plaintext;
+    } else {
+      try {
+        active.op.check(ciphertext);
+        plaintext = await this.backend.decrypt(active.material.key, active.op.algorithm, ciphertext);
+      } catch (error) {
+        session.decrypt = undefined;
+        throw vaultFailure(error, session.token.label, "decrypt");
+      }
+    }
+    if (out.capacity < plaintext.length) {
+      active.pending = { ciphertext: Buffer.from(ciphertext), plaintext };
+      return { rv: CKR.BUFFER_TOO_SMALL, length: plaintext.length };
+    }
+    session.decrypt = undefined;
+    return { rv: CKR.OK, length: plaintext.length, data: plaintext };
+  }
+
+  decryptMultiPart(session: Session): never {
+    if (!session.decrypt) throw new Pkcs11Error(CKR.OPERATION_NOT_INITIALIZED);
+    session.decrypt = undefined;
+    throw new Pkcs11Error(CKR.FUNCTION_NOT_SUPPORTED, "RSA decryption is single-part: use C_Decrypt");
+  }
+
+  // ---- digest (local) --------------------------------------------------------------------------------------
+
+  digestInit(session: Session, mechanism: Mechanism): void {
+    if (session.digest) throw new Pkcs11Error(CKR.OPERATION_ACTIVE);
+    session.digest = { op: startDigestOperation(mechanism, this.ulongSize), multiPart: false };
+  }
+
+  digest(session: Session, data: Buffer | undefined, out: OutRequest): OutResult {
+    const active = session.digest;
+    if (!active) throw new Pkcs11Error(CKR.OPERATION_NOT_INITIALIZED);
+    const sized = sizeOnly(out, active.op.length);
+    if (sized) return sized;
+    session.digest = undefined;
+    if (data && active.multiPart) throw new Pkcs11Error(CKR.OPERATION_ACTIVE, "C_Digest cannot finish a multi-part digest: call C_DigestFinal");
+    const digest = active.op.finish(data);
+    return { rv: CKR.OK, length: digest.length, data: digest };
+  }
+
+  digestUpdate(session: Session, data: Buffer): void {
+    const active = session.digest;
+    if (!active) throw new Pkcs11Error(CKR.OPERATION_NOT_INITIALIZED);
+    active.op.update(data);
+    active.multiPart = true;
+  }
+
+  digestKey(session: Session): never {
+    if (!session.digest) throw new Pkcs11Error(CKR.OPERATION_NOT_INITIALIZED);
+    session.digest = undefined;
+    throw new Pkcs11Error(CKR.KEY_INDIGESTIBLE, "the module's keys live in the vault and cannot be digested");
+  }
+
+  // ---- cancel ----------------------------------------------------------------------------------------------
+
+  /** C_SessionCancel (v3.0): the flags name operations by their mechanism flag, plus CKF_FIND_OBJECTS. */
+  cancel(session: Session, flags: number): void {
+    if (flags & CKF.SIGN) session.sign = undefined;
+    if (flags & CKF.VERIFY) session.verify = undefined;
+    if (flags & CKF.ENCRYPT) session.encrypt = undefined;
+    if (flags & CKF.DECRYPT) session.decrypt = undefined;
+    if (flags & CKF.DIGEST) session.digest = undefined;
+    if (flags & CKF.FIND_OBJECTS) session.find = undefined;
+  }
+}
+
+/** RSA signatures are exactly the modulus length (left-padded if the service dropped leading zeros); ECDSA r||s is fixed. */
+function fitSignature(signature: Buffer, length: number, material: KeyMaterial): Buffer {
+  if (signature.length === length) return signature;
+  if (material.kind === "RSA" && signature.length < length) return Buffer.concat([Buffer.alloc(length - signature.length), signature]);
+  log.error(`${material.key.name}: the vault returned a ${signature.length}-byte signature, expected ${length}`);
+  throw new Pkcs11Error(CKR.DEVICE_ERROR, "signature of unexpected length");
+}
