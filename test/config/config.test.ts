@@ -277,3 +277,34 @@ test("discoverSlots: configured slots win; otherwise every key, sorted, labelled
 
   t.deepEqual(await discoverSlots(load(writeConfig({})), fakeBackend(["x"])), []);
 });
+
+test("config/config.example.json matches the shipped schema", async (t) => {
+  const { validateConfigShape } = await import("../../src/config/schema.ts");
+  const { readFileSync } = await import("node:fs");
+  const example = JSON.parse(readFileSync(new URL("../../config/config.example.json", import.meta.url), "utf8")) as unknown;
+  t.is(validateConfigShape(example), undefined);
+  t.deepEqual(validateConfigShape({ slots: [{ label: "x" }] }), { field: "slots[0].key_name", message: "is required" });
+});
+
+test.serial("unknown fields are accepted and reported at debug level only", async (t) => {
+  const { setDebug } = await import("../../src/log/log.ts");
+  const file = writeConfig({ version: 2, slots: [{ key_name: "a", vault_url: VAULT, pin: "1234" }] });
+  const original = process.stderr.write.bind(process.stderr);
+  let captured = "";
+  process.stderr.write = ((chunk: string | Uint8Array) => {
+    captured += String(chunk);
+    return true;
+  }) as typeof process.stderr.write;
+  try {
+    load(file);
+    t.is(captured, "", "nothing without AZURE_KEYVAULT_PKCS11_DEBUG");
+    setDebug(true);
+    t.is(load(file).slots[0]!.keyName, "a");
+  } finally {
+    setDebug(false);
+    process.stderr.write = original;
+  }
+  t.regex(captured, /ignoring unknown field 'version'/);
+  t.regex(captured, /ignoring unknown field 'slots\[0\]\.pin'/);
+  t.regex(captured, /Attempting to load config from path: .*config\.json/);
+});
