@@ -24,6 +24,7 @@ static void after_fork_in_parent(void) { pthread_mutex_unlock(&state_mu); }
  * C_Initialize or C_Finalize that was running in another thread can never release its lock. */
 static void after_fork_in_child(void) {
   active_calls = 0;
+  if (initialized && current != NULL) link_close_inherited(current);
   pthread_mutex_init(&lifecycle_mu, NULL);
   pthread_cond_init(&drained_cv, NULL);
   pthread_mutex_unlock(&state_mu);

@@ -351,8 +351,13 @@ void link_free(struct link *link) {
   free(link);
 }
 
+void link_close_inherited(struct link *link) {
+  if (link->fd >= 0) close(link->fd);
+  link->fd = -1;
+}
+
 void link_abandon(struct link *link) {
   /* The parent's threads, locks and helper belong to the parent; only our copy of the descriptor is ours. */
-  close(link->fd);
+  link_close_inherited(link);
   free(link);
 }

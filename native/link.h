@@ -30,6 +30,10 @@ void link_stop(struct link *link);
 /* Frees a stopped link; no thread may still be using it. */
 void link_free(struct link *link);
 
+/* In a forked child, right after fork: closes the child's copy of the socket so that the parent's helper still
+ * sees end-of-file when the parent goes away, however long the child lives. Async-signal-safe. */
+void link_close_inherited(struct link *link);
+
 /* In a forked child: drops the parent's link without sending anything, joining or reaping anything. */
 void link_abandon(struct link *link);
 

@@ -79,6 +79,24 @@ static int count_children(void) {
   return got == -1 && errno == ECHILD ? 0 : 1;
 }
 
+/* Sockets above the standard descriptors. */
+static int count_sockets(void) {
+  DIR *d = opendir("/proc/self/fd");
+  int n = 0;
+  for (struct dirent *e; (e = readdir(d)) != NULL;) {
+    char path[300], target[128];
+    snprintf(path, sizeof path, "/proc/self/fd/%s", e->d_name);
+    ssize_t len = readlink(path, target, sizeof target - 1);
+    /* 0-2 may be sockets too: libuv hands a child its stdio as socketpairs. */
+    if (len > 0 && atoi(e->d_name) > 2) {
+      target[len] = '\0';
+      n += strncmp(target, "socket:", 7) == 0;
+    }
+  }
+  closedir(d);
+  return n;
+}
+
 static void scenario_basic(void) {
   CK_INFO info;
   PRINT_RV("pre.GetInfo", f->C_GetInfo(&info));
@@ -324,11 +342,13 @@ static void scenario_kill(void) {
 
 static void scenario_fork(void) {
   PRINT_RV("parent.init", f->C_Initialize(NULL));
+  printf("parent.sockets %d\n", count_sockets());
   printf("parent.signBefore %d\n", sign_matches("before fork"));
   long parent_helper = helper_pid();
   fflush(stdout);
   pid_t child = fork();
   if (child == 0) {
+    printf("child.inheritedSockets %d\n", count_sockets());
     CK_INFO info;
     PRINT_RV("child.GetInfo", f->C_GetInfo(&info));
     CK_BYTE out[64];

@@ -9,7 +9,11 @@ test("a forked child re-initialises with its own helper and the parent keeps wor
   const v = run.values;
   t.is(v.get("parent.init"), rv.OK);
   t.is(v.get("parent.signBefore"), "1");
+  t.is(v.get("parent.sockets"), "1");
 
+  // The child drops its copy of the parent's link at fork, so the parent's helper still sees end-of-file when
+  // the parent goes away.
+  t.is(v.get("child.inheritedSockets"), "0");
   t.is(v.get("child.GetInfo"), rv.CRYPTOKI_NOT_INITIALIZED);
   t.is(v.get("child.Sign"), rv.CRYPTOKI_NOT_INITIALIZED);
   t.is(v.get("child.InitToken"), rv.CRYPTOKI_NOT_INITIALIZED);
