@@ -8,6 +8,7 @@ import { createCredential } from "../auth/index.ts";
 import { isLoopbackHost, isManagedHsmHost } from "../config/vaultUrl.ts";
 import type { ModuleConfig } from "../config/types.ts";
 import { isDebug, log } from "../log/log.ts";
+import { deadlineAwareRetryAfterPolicy, startDeadline } from "./deadline.ts";
 import { toVaultError } from "./errors.ts";
 import { AgentPool, buildCaList } from "./trust.ts";
 import type { DecryptAlgorithm, SignAlgorithm, VaultBackend, VaultKey } from "./types.ts";
@@ -167,6 +168,7 @@ export class AzureVaultBackend implements VaultBackend {
     return {
       agent: this.agents.get(this.caFilesByVault.get(vaultUrl) ?? this.config.caFiles) as KeyClientOptions["agent"],
       retryOptions: this.retry,
+      additionalPolicies: [{ policy: deadlineAwareRetryAfterPolicy, position: "perRetry" as const }],
       disableChallengeResourceVerification: loopback,
       userAgentOptions: { userAgentPrefix: "azure-keyvault-pkcs11" },
     } satisfies KeyClientOptions;
@@ -190,7 +192,7 @@ export class AzureVaultBackend implements VaultBackend {
   }
 
   private async call<T>(operation: string, target: string, run: (abortSignal: AbortSignal) => Promise<T>): Promise<T> {
-    const deadline = AbortSignal.timeout(this.config.timeoutMs);
+    const deadline = startDeadline(this.config.timeoutMs);
     const started = isDebug() ? performance.now() : 0;
     try {
       const result = await run(deadline);

@@ -55,7 +55,7 @@ interface RestLike {
   statusCode?: number;
   cause?: unknown;
   details?: { error?: { code?: string; message?: string } };
-  response?: { bodyAsText?: string | null; parsedBody?: unknown };
+  response?: { bodyAsText?: string | null; parsedBody?: unknown; headers?: { get(name: string): string | undefined } };
 }
 
 export function toVaultError(error: unknown, context: CallContext): VaultError {
@@ -78,7 +78,9 @@ export function toVaultError(error: unknown, context: CallContext): VaultError {
   if (status !== undefined) {
     const service = serviceError(e);
     const code = service.code ?? e.code;
-    const message = `Key Vault refused ${what}: ${service.message ?? e.message ?? "no details"} (${status} ${STATUS_CODES[status] ?? ""})`.replace(/ \)$/, ")");
+    const dropped = e.response?.headers?.get("x-akv-pkcs11-retry-after-dropped");
+    const waitNote = dropped ? `; it asked to retry after ${Math.ceil(Number(dropped) / 1000)} s, past this call's deadline` : "";
+    const message = `Key Vault refused ${what}: ${service.message ?? e.message ?? "no details"} (${status} ${STATUS_CODES[status] ?? ""}${waitNote})`.replace(/ \)$/, ")");
     return new VaultError(kindForStatus(status), message, status, code);
   }
   const code = networkCode(e);

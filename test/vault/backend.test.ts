@@ -318,3 +318,29 @@ test("throttled on every try: VaultError throttled once retries run out", async 
     await throttled.close();
   }
 });
+
+test("a Retry-After longer than the deadline is not waited for: VaultError throttled, not timeout", async (t) => {
+  const throttled = await emulator({ keys: "ec:EC:P-256", faults: { throttleRate: 1, retryAfterSeconds: 30, seed: 3 } });
+  try {
+    const throttledToken = await managedIdentityToken(throttled);
+    const client = createVaultBackend(moduleConfig(throttled, { timeoutMs: 5000 }), {
+      credential: createCredential({ AZURE_CLI_ACCESS_TOKEN: throttledToken, HOME: "/nonexistent" }),
+    });
+    const error = await t.throwsAsync(client.getKey(throttled.url, "ec"), { instanceOf: VaultError });
+    t.is(error?.kind, "throttled");
+    t.regex(error!.message, /asked to retry after 30 s, past this call's deadline/);
+    await client.close();
+  } finally {
+    await throttled.close();
+  }
+});
+
+test("retryAfterMs reads every Retry-After spelling", async (t) => {
+  const { retryAfterMs } = await import("../../src/vault/deadline.ts");
+  const headers = (entries: Record<string, string>) => ({ get: (name: string) => entries[name] });
+  t.is(retryAfterMs(headers({ "retry-after": "3" })), 3000);
+  t.is(retryAfterMs(headers({ "retry-after-ms": "250" })), 250);
+  t.is(retryAfterMs(headers({ "x-ms-retry-after-ms": "40" })), 40);
+  t.is(retryAfterMs(headers({ "retry-after": new Date(10_000).toUTCString() }), 4_000), 6_000);
+  t.is(retryAfterMs(headers({})), undefined);
+});
