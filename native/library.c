@@ -40,8 +40,8 @@ CK_RV library_check_init_args(const CK_C_INITIALIZE_ARGS *args) {
   int supplied = (args->CreateMutex != NULL) + (args->DestroyMutex != NULL) + (args->LockMutex != NULL) +
                  (args->UnlockMutex != NULL);
   if (supplied != 0 && supplied != 4) return CKR_ARGUMENTS_BAD;
-  /* The reader thread that dispatches the helper's replies is an OS thread. */
-  if (args->flags & CKF_LIBRARY_CANT_CREATE_OS_THREADS) return CKR_NEED_TO_CREATE_THREADS;
+  /* CKF_LIBRARY_CANT_CREATE_OS_THREADS (GnuTLS, hence p11tool, passes it) needs nothing: the module creates no
+   * thread; it spawns a process, and callers read their own replies. */
   return CKR_OK;
 }
 
@@ -148,8 +148,8 @@ CK_RV library_check(void) {
   return rv;
 }
 
-/* A host that unloads the module without C_Finalize would otherwise leave the reader thread running in unmapped
- * code. The helper sees end-of-file and exits. */
+/* A host that unloads the module without C_Finalize would otherwise keep the helper running until it exits. The
+ * helper sees end-of-file and exits. */
 __attribute__((destructor)) static void library_unload(void) {
   if (pthread_mutex_trylock(&state_mu) != 0) return;
   struct link *link = initialized && owner_pid == getpid() ? current : NULL;

@@ -1,6 +1,7 @@
 #include "link.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,7 @@
 /* After end-of-file the helper has this long to exit on its own before it is killed. */
 #define EXIT_GRACE_MS 3000L
 
+/* A thread waiting for its reply. The waiter lives on that thread's stack. */
 struct waiter {
   struct waiter *next;
   uint32_t id;
@@ -27,26 +29,43 @@ struct waiter {
   pthread_cond_t cv;
 };
 
+/* A reply frame being read; it survives from one reading thread to the next. */
+struct incoming {
+  uint8_t header[4];
+  size_t header_got;
+  uint8_t *frame;
+  size_t frame_len;
+  size_t frame_got;
+};
+
+/* There is no reader thread (hosts may pass CKF_LIBRARY_CANT_CREATE_OS_THREADS): one of the waiting callers
+ * reads the socket at a time and hands each reply to its waiter; when its own reply has arrived it passes the
+ * reading role on to another waiter. */
 struct link {
   int fd;
   pid_t pid;
   unsigned long timeout_ms;
-  pthread_t reader;
 
   /* Guards everything below, and the waiters' fields. */
   pthread_mutex_t mu;
   pthread_condattr_t cv_attr;
   struct waiter *waiters;
   uint32_t next_id;
+  int reading; /* a caller owns `incoming` and reads the socket */
   int dead;
   int closing;
   int reported_dead;
   /* Set by the first reply; before it, a dead helper is a start-up failure that C_Initialize reports. */
   int answered;
+  int reaped;
+
+  struct incoming incoming; /* owned by the reading caller */
 
   /* The global lock: one writer at a time on the socket. */
   struct lock writer;
 };
+
+enum read_result { READ_FRAME, READ_TIMEOUT, READ_CLOSED };
 
 static unsigned long read_timeout_ms(void) {
   const char *text = getenv("AZURE_KEYVAULT_PKCS11_CALL_TIMEOUT_MS");
@@ -62,17 +81,6 @@ static unsigned long read_timeout_ms(void) {
   return value;
 }
 
-static int read_full(int fd, uint8_t *p, size_t n) {
-  while (n > 0) {
-    ssize_t got = recv(fd, p, n, 0);
-    if (got < 0 && errno == EINTR) continue;
-    if (got <= 0) return 0;
-    p += got;
-    n -= (size_t)got;
-  }
-  return 1;
-}
-
 static int send_full(int fd, const uint8_t *p, size_t n) {
   while (n > 0) {
     ssize_t sent = send(fd, p, n, MSG_NOSIGNAL);
@@ -84,10 +92,73 @@ static int send_full(int fd, const uint8_t *p, size_t n) {
   return 1;
 }
 
-/* Caller holds mu. */
-static void mark_dead(struct link *link) {
-  link->dead = 1;
-  for (struct waiter *w = link->waiters; w != NULL; w = w->next) pthread_cond_signal(&w->cv);
+static struct timespec deadline_after(unsigned long ms) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  t.tv_sec += (time_t)(ms / 1000);
+  t.tv_nsec += (long)(ms % 1000) * 1000000L;
+  if (t.tv_nsec >= 1000000000L) {
+    t.tv_sec += 1;
+    t.tv_nsec -= 1000000000L;
+  }
+  return t;
+}
+
+static int ms_until(const struct timespec *deadline) {
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  long long ms = (long long)(deadline->tv_sec - now.tv_sec) * 1000 + (deadline->tv_nsec - now.tv_nsec) / 1000000;
+  if (ms < 0) return 0;
+  return ms > 1000000 ? 1000000 : (int)ms;
+}
+
+/* Reads whatever is available towards the next frame, waiting at most until deadline. */
+static int read_some(int fd, uint8_t *p, size_t n, const struct timespec *deadline, size_t *got) {
+  for (;;) {
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    int ready = poll(&pfd, 1, ms_until(deadline));
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready < 0) return READ_CLOSED;
+    if (ready == 0) return READ_TIMEOUT;
+    ssize_t r = recv(fd, p, n, MSG_DONTWAIT);
+    if (r < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) continue;
+    if (r <= 0) return READ_CLOSED;
+    *got += (size_t)r;
+    return READ_FRAME;
+  }
+}
+
+/* Called by the reading caller without mu. On READ_FRAME, *frame is a complete malloc'd reply frame. */
+static enum read_result read_frame(struct link *link, const struct timespec *deadline, uint8_t **frame,
+                                   size_t *frame_len) {
+  struct incoming *in = &link->incoming;
+  while (in->header_got < sizeof in->header) {
+    int r = read_some(link->fd, in->header + in->header_got, sizeof in->header - in->header_got, deadline,
+                      &in->header_got);
+    if (r != READ_FRAME) return r;
+  }
+  if (in->frame == NULL) {
+    uint32_t len = wire_get_u32(in->header);
+    if (len < WIRE_REPLY_MIN || len > WIRE_MAX_FRAME) {
+      log_error("protocol error: the helper sent a frame of %u bytes; dropping the link", len);
+      return READ_CLOSED;
+    }
+    in->frame = malloc(len);
+    if (in->frame == NULL) {
+      log_error("out of memory reading a %u-byte reply; dropping the link", len);
+      return READ_CLOSED;
+    }
+    in->frame_len = len;
+    in->frame_got = 0;
+  }
+  while (in->frame_got < in->frame_len) {
+    int r = read_some(link->fd, in->frame + in->frame_got, in->frame_len - in->frame_got, deadline, &in->frame_got);
+    if (r != READ_FRAME) return r;
+  }
+  *frame = in->frame;
+  *frame_len = in->frame_len;
+  memset(in, 0, sizeof *in);
+  return READ_FRAME;
 }
 
 /* Caller holds mu. */
@@ -100,40 +171,15 @@ static void remove_waiter(struct link *link, struct waiter *target) {
   }
 }
 
-static void describe_exit(pid_t pid, int status, int expected) {
-  if (WIFEXITED(status)) {
-    if (expected && WEXITSTATUS(status) == 0) {
-      log_debug("the helper (pid %ld) exited", (long)pid);
-    } else {
-      log_error("the helper (pid %ld) exited with status %d", (long)pid, WEXITSTATUS(status));
-    }
-  } else if (WIFSIGNALED(status)) {
-    log_error("the helper (pid %ld) was killed by signal %d", (long)pid, WTERMSIG(status));
-  }
+/* Caller holds mu. */
+static void mark_dead(struct link *link) {
+  link->dead = 1;
+  for (struct waiter *w = link->waiters; w != NULL; w = w->next) pthread_cond_signal(&w->cv);
 }
 
-/* The helper exits on end-of-file; one that does not is killed so that C_Finalize cannot hang. */
-static void reap(struct link *link, int expected) {
-  int status = 0;
-  for (long waited = 0; waited < EXIT_GRACE_MS; waited += 10) {
-    pid_t got = waitpid(link->pid, &status, WNOHANG);
-    if (got == link->pid) {
-      describe_exit(link->pid, status, expected);
-      return;
-    }
-    if (got < 0) return; /* Already reaped by the host (SIGCHLD ignored or a waitpid(-1) loop). */
-    struct timespec ten_ms = {0, 10 * 1000 * 1000};
-    nanosleep(&ten_ms, NULL);
-  }
-  log_error("the helper (pid %ld) did not exit after its socket closed; killing it", (long)link->pid);
-  kill(link->pid, SIGKILL);
-  while (waitpid(link->pid, &status, 0) < 0 && errno == EINTR) {
-  }
-}
-
+/* Caller holds mu. */
 static void deliver(struct link *link, uint8_t *frame, size_t len) {
   uint32_t id = wire_get_u32(frame);
-  pthread_mutex_lock(&link->mu);
   for (struct waiter *w = link->waiters; w != NULL; w = w->next) {
     if (w->id == id) {
       link->answered = 1;
@@ -142,62 +188,39 @@ static void deliver(struct link *link, uint8_t *frame, size_t len) {
       w->reply_len = len;
       w->done = 1;
       pthread_cond_signal(&w->cv);
-      pthread_mutex_unlock(&link->mu);
       return;
     }
   }
-  pthread_mutex_unlock(&link->mu);
   log_debug("dropped a reply for request %u that nobody waits for (timed out?)", id);
   free(frame);
 }
 
-static void *reader_main(void *arg) {
-  struct link *link = arg;
-  for (;;) {
-    uint8_t header[4];
-    if (!read_full(link->fd, header, sizeof header)) break;
-    uint32_t len = wire_get_u32(header);
-    if (len < WIRE_REPLY_MIN || len > WIRE_MAX_FRAME) {
-      log_error("protocol error: the helper sent a frame of %u bytes; dropping the link", len);
-      break;
-    }
-    uint8_t *frame = malloc(len);
-    if (frame == NULL) {
-      log_error("out of memory reading a %u-byte reply; dropping the link", len);
-      break;
-    }
-    if (!read_full(link->fd, frame, len)) {
-      free(frame);
-      break;
-    }
-    deliver(link, frame, len);
-  }
+/* Caller holds mu: gives the reading role to a thread that still waits, if any. */
+static void pass_reading_on(struct link *link) {
+  link->reading = 0;
+  if (link->waiters != NULL) pthread_cond_signal(&link->waiters->cv);
+}
 
-  pthread_mutex_lock(&link->mu);
-  int expected = link->closing;
-  int answered = link->answered;
+/* Caller holds mu. Logs once per link so that a dead helper does not flood the host's stderr. */
+static void report_dead(struct link *link, const char *function) {
+  if (link->reported_dead || link->closing || !link->answered) return;
+  link->reported_dead = 1;
+  log_error("%s: the helper is gone; returning CKR_DEVICE_ERROR", function);
+}
+
+/* Caller holds mu: the reading caller saw end-of-file or a broken frame. */
+static void lose_connection(struct link *link) {
+  if (link->dead) return;
   mark_dead(link);
-  pthread_mutex_unlock(&link->mu);
   shutdown(link->fd, SHUT_RDWR);
-  if (!expected && !answered) {
+  if (link->closing) return;
+  if (!link->answered) {
     log_error("the helper (pid %ld) stopped before answering C_Initialize", (long)link->pid);
-  } else if (!expected) {
+  } else {
     log_error("lost the connection to the helper (pid %ld); calls fail with CKR_DEVICE_ERROR until C_Finalize and "
               "C_Initialize",
               (long)link->pid);
   }
-  reap(link, expected);
-  return NULL;
-}
-
-/* The reader must not run the host's signal handlers. */
-static int start_reader(struct link *link) {
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old);
-  int rc = pthread_create(&link->reader, NULL, reader_main, link);
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
-  return rc;
 }
 
 static void set_send_timeout(int fd, unsigned long timeout_ms) {
@@ -223,27 +246,15 @@ struct link *link_open(const CK_C_INITIALIZE_ARGS *args, CK_RV *rv) {
   link->next_id = 1;
 
   if (spawn_helper(&link->fd, &link->pid) != 0) {
+    lock_destroy(&link->writer);
+    pthread_condattr_destroy(&link->cv_attr);
+    pthread_mutex_destroy(&link->mu);
+    free(link);
     *rv = CKR_GENERAL_ERROR;
-    goto fail;
+    return NULL;
   }
   set_send_timeout(link->fd, link->timeout_ms);
-  if (start_reader(link) != 0) {
-    log_error("cannot start the reader thread");
-    close(link->fd);
-    kill(link->pid, SIGKILL);
-    while (waitpid(link->pid, NULL, 0) < 0 && errno == EINTR) {
-    }
-    *rv = CKR_GENERAL_ERROR;
-    goto fail;
-  }
   return link;
-
-fail:
-  lock_destroy(&link->writer);
-  pthread_condattr_destroy(&link->cv_attr);
-  pthread_mutex_destroy(&link->mu);
-  free(link);
-  return NULL;
 }
 
 /* Caller holds mu. Ids wrap after 2^32 calls; skip any still in flight. */
@@ -256,27 +267,48 @@ static uint32_t fresh_id(struct link *link) {
   }
 }
 
-static struct timespec deadline_after(unsigned long ms) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  t.tv_sec += (time_t)(ms / 1000);
-  t.tv_nsec += (long)(ms % 1000) * 1000000L;
-  if (t.tv_nsec >= 1000000000L) {
-    t.tv_sec += 1;
-    t.tv_nsec -= 1000000000L;
+/* Caller holds mu and the reading role; returns with mu held. Reads replies, handing each to its waiter, until
+ * w's own reply arrives, the deadline passes or the connection is lost. */
+static int read_until_answered(struct link *link, struct waiter *w, const struct timespec *deadline) {
+  int timed_out = 0;
+  while (!w->done && !link->dead && !timed_out) {
+    pthread_mutex_unlock(&link->mu);
+    uint8_t *frame = NULL;
+    size_t len = 0;
+    enum read_result r = read_frame(link, deadline, &frame, &len);
+    pthread_mutex_lock(&link->mu);
+    if (r == READ_FRAME) {
+      deliver(link, frame, len);
+    } else if (r == READ_TIMEOUT) {
+      timed_out = 1;
+    } else {
+      lose_connection(link);
+    }
   }
-  return t;
+  pass_reading_on(link);
+  return timed_out;
 }
 
-/* Caller holds mu. Logs once per link so that a dead helper does not flood the host's stderr. */
-static void report_dead(struct link *link, const char *function) {
-  if (link->reported_dead || link->closing || !link->answered) return;
-  link->reported_dead = 1;
-  log_error("%s: the helper is gone; returning CKR_DEVICE_ERROR", function);
+/* Caller holds mu; returns with mu held. Waits as a follower, taking the reading role when it is free. */
+static int wait_for_reply(struct link *link, struct waiter *w, const struct timespec *deadline) {
+  int timed_out = 0;
+  while (!w->done && !link->dead && !timed_out) {
+    if (!link->reading) {
+      link->reading = 1;
+      timed_out = read_until_answered(link, w, deadline);
+    } else {
+      timed_out = pthread_cond_timedwait(&w->cv, &link->mu, deadline) == ETIMEDOUT;
+    }
+  }
+  return timed_out;
 }
 
 CK_RV link_call(struct link *link, struct wbuf *request, const char *function, uint8_t **reply,
                 size_t *reply_len) {
+  /* A cancelled thread holding the reading role would leave every other call waiting for nothing. */
+  int cancel_state;
+  pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
+
   struct waiter w;
   memset(&w, 0, sizeof w);
   pthread_cond_init(&w.cv, &link->cv_attr);
@@ -286,6 +318,7 @@ CK_RV link_call(struct link *link, struct wbuf *request, const char *function, u
     report_dead(link, function);
     pthread_mutex_unlock(&link->mu);
     pthread_cond_destroy(&w.cv);
+    pthread_setcancelstate(cancel_state, NULL);
     return CKR_DEVICE_ERROR;
   }
   w.id = fresh_id(link);
@@ -308,25 +341,58 @@ CK_RV link_call(struct link *link, struct wbuf *request, const char *function, u
     shutdown(link->fd, SHUT_RDWR);
   }
   struct timespec deadline = deadline_after(link->timeout_ms);
-  int timed_out = 0;
-  while (!w.done && !link->dead && !timed_out) {
-    timed_out = pthread_cond_timedwait(&w.cv, &link->mu, &deadline) == ETIMEDOUT;
+  int timed_out = wait_for_reply(link, &w, &deadline);
+  if (!w.done) {
+    remove_waiter(link, &w);
+    if (timed_out && !link->dead) {
+      log_error("%s: the helper did not answer within %lu ms (AZURE_KEYVAULT_PKCS11_CALL_TIMEOUT_MS); returning "
+                "CKR_DEVICE_ERROR",
+                function, link->timeout_ms);
+    } else {
+      report_dead(link, function);
+    }
   }
-  if (!w.done) remove_waiter(link, &w);
-  if (!w.done && timed_out && !link->dead) {
-    log_error("%s: the helper did not answer within %lu ms (AZURE_KEYVAULT_PKCS11_CALL_TIMEOUT_MS); returning "
-              "CKR_DEVICE_ERROR",
-              function, link->timeout_ms);
-  } else if (!w.done) {
-    report_dead(link, function);
-  }
+  /* A follower that was handed the reading role just as it timed out passes it on. */
+  if (!link->reading && link->waiters != NULL) pthread_cond_signal(&link->waiters->cv);
   pthread_mutex_unlock(&link->mu);
   pthread_cond_destroy(&w.cv);
+  pthread_setcancelstate(cancel_state, NULL);
 
   if (!w.done) return CKR_DEVICE_ERROR;
   *reply = w.reply;
   *reply_len = w.reply_len;
   return CKR_OK;
+}
+
+static void describe_exit(pid_t pid, int status) {
+  if (WIFEXITED(status)) {
+    if (WEXITSTATUS(status) == 0) {
+      log_debug("the helper (pid %ld) exited", (long)pid);
+    } else {
+      log_error("the helper (pid %ld) exited with status %d", (long)pid, WEXITSTATUS(status));
+    }
+  } else if (WIFSIGNALED(status)) {
+    log_error("the helper (pid %ld) was killed by signal %d", (long)pid, WTERMSIG(status));
+  }
+}
+
+/* The helper exits on end-of-file; one that does not is killed so that C_Finalize cannot hang. */
+static void reap(struct link *link) {
+  int status = 0;
+  for (long waited = 0; waited < EXIT_GRACE_MS; waited += 5) {
+    pid_t got = waitpid(link->pid, &status, WNOHANG);
+    if (got == link->pid) {
+      describe_exit(link->pid, status);
+      return;
+    }
+    if (got < 0 && errno != EINTR) return; /* Already reaped by the host (SIGCHLD ignored or a waitpid(-1) loop). */
+    struct timespec five_ms = {0, 5 * 1000 * 1000};
+    nanosleep(&five_ms, NULL);
+  }
+  log_error("the helper (pid %ld) did not exit after its socket closed; killing it", (long)link->pid);
+  kill(link->pid, SIGKILL);
+  while (waitpid(link->pid, &status, 0) < 0 && errno == EINTR) {
+  }
 }
 
 void link_expect_exit(struct link *link) {
@@ -338,13 +404,17 @@ void link_expect_exit(struct link *link) {
 void link_stop(struct link *link) {
   pthread_mutex_lock(&link->mu);
   link->closing = 1;
+  int already_reaped = link->reaped;
+  link->reaped = 1;
   pthread_mutex_unlock(&link->mu);
+  /* Wakes a caller blocked reading: it sees end-of-file and every waiter gets CKR_DEVICE_ERROR. */
   shutdown(link->fd, SHUT_RDWR);
-  pthread_join(link->reader, NULL);
+  if (!already_reaped) reap(link);
 }
 
 void link_free(struct link *link) {
   close(link->fd);
+  free(link->incoming.frame);
   lock_destroy(&link->writer);
   pthread_condattr_destroy(&link->cv_attr);
   pthread_mutex_destroy(&link->mu);
@@ -359,5 +429,6 @@ void link_close_inherited(struct link *link) {
 void link_abandon(struct link *link) {
   /* The parent's threads, locks and helper belong to the parent; only our copy of the descriptor is ours. */
   link_close_inherited(link);
+  free(link->incoming.frame);
   free(link);
 }

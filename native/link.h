@@ -1,5 +1,6 @@
-/* The connection to one helper process: it owns the socket, the reader thread that dispatches replies to the
- * threads waiting for them, and the helper's pid (the reader reaps it). Many threads may call link_call at once. */
+/* The connection to one helper process: it owns the socket, the table of calls waiting for replies and the
+ * helper's pid. Many threads may call link_call at once; the module creates no thread of its own (one waiting
+ * caller at a time reads the socket and hands each reply to its waiter). */
 #ifndef AKV_LINK_H
 #define AKV_LINK_H
 
@@ -11,7 +12,7 @@
 
 struct link;
 
-/* Spawns the helper and starts the reader. args supplies the application's mutex callbacks (may be NULL).
+/* Spawns the helper. args supplies the application's mutex callbacks (may be NULL).
  * Returns NULL with *rv set (CKR_GENERAL_ERROR, CKR_HOST_MEMORY or the CreateMutex result) on failure. */
 struct link *link_open(const CK_C_INITIALIZE_ARGS *args, CK_RV *rv);
 
@@ -23,8 +24,8 @@ CK_RV link_call(struct link *link, struct wbuf *request, const char *function, u
 /* Announces that the helper is about to exit (C_Finalize), so its end-of-file is not reported as a failure. */
 void link_expect_exit(struct link *link);
 
-/* Closes the connection: waiting and later calls get CKR_DEVICE_ERROR, the reader thread is joined and the
- * helper reaped. Safe to call once per link, from the process that opened it. */
+/* Closes the connection: waiting and later calls get CKR_DEVICE_ERROR, and the helper is reaped (killed if it
+ * has not exited 3 s after end-of-file). Safe to call once per link, from the process that opened it. */
 void link_stop(struct link *link);
 
 /* Frees a stopped link; no thread may still be using it. */
