@@ -23,7 +23,7 @@ const SECRET_PATTERNS: RegExp[] = [
 export function redact(text: string): string {
   let out = text;
   for (const pattern of SECRET_PATTERNS) {
-    out = out.replace(pattern, (match, keep?: string) => (typeof keep === "string" ? `${keep}<redacted>` : "<redacted>"));
+    out = out.replace(pattern, (_match, keep?: string) => (typeof keep === "string" ? `${keep}<redacted>` : "<redacted>"));
   }
   return out;
 }
