@@ -109,8 +109,13 @@ async function jwkOf(ready: Ready, token: string, keyName: string): Promise<Json
   return (JSON.parse(res.body) as { key: JsonWebKey }).key;
 }
 
+const message = Buffer.from("azure-keyvault-pkcs11 benchmark message");
+const messageDigestHex = createHash("sha256").update(message).digest("hex");
+
 async function driver(binary: string, env: NodeJS.ProcessEnv, args: string[]): Promise<Record<string, number>> {
-  const { stdout } = await run(binary, [modulePath, ...args], { env, timeout: 120_000 });
+  const [label, mechanism, threads, duration, ...rest] = args;
+  const argv = [modulePath, label!, mechanism!, threads!, duration!, messageDigestHex, ...rest];
+  const { stdout } = await run(binary, argv, { env, timeout: 120_000 });
   return JSON.parse(stdout) as Record<string, number>;
 }
 
@@ -141,8 +146,7 @@ async function benchAtLatency(binary: string, latencyMs: number): Promise<Record
       cold.push((await driver(binary, env, ["bench-ec", "ecdsa", "0", "0", signatureFile]))["coldFirstSignatureMs"]!);
     }
     const publicKey = createPublicKey({ key: await jwkOf(ready, token, "bench-ec"), format: "jwk" });
-    const digest = Buffer.from(Array.from({ length: 32 }, (_, i) => (i * 7 + 1) & 0xff));
-    const signatureOk = verify(null, digest, { key: publicKey, dsaEncoding: "ieee-p1363" }, readFileSync(signatureFile));
+    const signatureOk = verify("sha256", message, { key: publicKey, dsaEncoding: "ieee-p1363" }, readFileSync(signatureFile));
     if (!signatureOk) throw new Error("the module's signature does not verify against the vault's public key");
 
     const floorMs = await measureFloor(ready, token, "bench-ec", seconds);

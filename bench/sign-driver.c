@@ -3,8 +3,9 @@
  * a cold start (C_Initialize + find + first signature) or signs from N threads for a fixed time.
  * Prints one JSON object on stdout. The signatures themselves are checked by bench/run.mjs with node:crypto.
  *
- * usage: sign-driver MODULE TOKEN_LABEL MECH(ecdsa|rsa) THREADS SECONDS [SIG_OUT_FILE]
- *   THREADS = 0 means: cold start only.
+ * usage: sign-driver MODULE TOKEN_LABEL MECH(ecdsa|rsa) THREADS SECONDS DIGEST_HEX [SIG_OUT_FILE]
+ *   THREADS = 0 means: cold start only. DIGEST_HEX is a SHA-256 digest, so the caller can verify the signature
+ *   over the message it hashed.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -105,14 +106,18 @@ static void *work(void *arg) {
 }
 
 int main(int argc, char **argv) {
-  if (argc < 6) {
-    fprintf(stderr, "usage: sign-driver MODULE TOKEN_LABEL ecdsa|rsa THREADS SECONDS [SIG_OUT_FILE]\n");
+  if (argc < 7 || strlen(argv[6]) != 2 * sizeof digest) {
+    fprintf(stderr, "usage: sign-driver MODULE TOKEN_LABEL ecdsa|rsa THREADS SECONDS DIGEST_HEX [SIG_OUT_FILE]\n");
     return 2;
   }
   mechanism = strcmp(argv[3], "ecdsa") == 0 ? CKM_ECDSA : CKM_RSA_PKCS;
   int threads = atoi(argv[4]);
   double seconds = atof(argv[5]);
-  for (size_t i = 0; i < sizeof digest; i++) digest[i] = (CK_BYTE)(i * 7 + 1);
+  for (size_t i = 0; i < sizeof digest; i++) {
+    unsigned int byte;
+    if (sscanf(argv[6] + 2 * i, "%2x", &byte) != 1) return 2;
+    digest[i] = (CK_BYTE)byte;
+  }
   memcpy(digest_info + 19, digest, sizeof digest);
 
   double t0 = now();
@@ -133,8 +138,8 @@ int main(int argc, char **argv) {
   CK_BYTE sig[1024];
   CK_ULONG sig_len = sign_once(session, sig, sizeof sig);
   double t_first = now();
-  if (argc > 6) {
-    FILE *f = fopen(argv[6], "wb");
+  if (argc > 7) {
+    FILE *f = fopen(argv[7], "wb");
     if (!f || fwrite(sig, 1, sig_len, f) != sig_len) return 1;
     fclose(f);
   }
