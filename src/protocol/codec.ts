@@ -138,14 +138,17 @@ export class Writer {
   bytes(value: Buffer | undefined): this {
     const data = value ?? EMPTY;
     this.u32(data.length);
-    data.copy(this.buffer, this.room(data.length));
+    // room() may replace this.buffer: take the offset first.
+    const offset = this.room(data.length);
+    data.copy(this.buffer, offset);
     return this;
   }
 
   /** Exactly `size` bytes: `value` must already be blank-padded to that size. */
   fixed(value: Buffer, size: number): this {
     if (value.length !== size) throw new Error(`fixed field of ${size} bytes given ${value.length}`);
-    value.copy(this.buffer, this.room(size));
+    const offset = this.room(size);
+    value.copy(this.buffer, offset);
     return this;
   }
 

@@ -1,0 +1,13 @@
+// Runs the emulator on its own thread. pkcs11js calls are synchronous and block the test's main thread while the
+// module's helper talks to the vault, so an emulator on the main thread's event loop would never answer.
+import { parentPort, workerData } from "node:worker_threads";
+import { startEmulator, type EmulatorOptions } from "../../src/emulator/index.ts";
+
+const emulator = await startEmulator(workerData as EmulatorOptions);
+const { url, identityEndpoint, identityHeader, caFile, caPem, tenantId } = emulator;
+parentPort!.postMessage({ type: "ready", info: { url, identityEndpoint, identityHeader, caFile, caPem, tenantId } });
+parentPort!.on("message", (message: { type: string; id: number; spec?: string; certificate?: boolean }) => {
+  const reply = (error?: unknown) => parentPort!.postMessage({ type: "done", id: message.id, error: error ? String(error) : undefined });
+  if (message.type === "addKey") emulator.addKey(message.spec!, { certificate: message.certificate }).then(() => reply(), reply);
+  if (message.type === "close") emulator.close().then(() => reply(), reply);
+});

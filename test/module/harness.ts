@@ -1,0 +1,348 @@
+// Shared fixture of the module tests: an in-process emulator holding the keys a test file asks for, a config.json
+// that exposes each key as one token, and build/azure-keyvault-pkcs11.so loaded through pkcs11js. The public keys
+// (and certificates) every assertion compares against are fetched from the emulator over HTTPS with a
+// managed-identity token, independently of the module.
+import { createPublicKey, type KeyObject, type JsonWebKey } from "node:crypto";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { request } from "node:https";
+import { get as httpGet } from "node:http";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { readdirSync, readFileSync } from "node:fs";
+import pkcs11js from "pkcs11js";
+import { Worker } from "node:worker_threads";
+import type { EmulatorOptions } from "../../src/emulator/index.ts";
+
+/** The emulator running on a worker thread (see emulator-worker.ts). */
+export interface RunningEmulator {
+  url: string;
+  identityEndpoint: string;
+  identityHeader: string;
+  caFile: string;
+  caPem: string;
+  tenantId: string;
+  addKey(spec: string, options?: { certificate?: boolean }): Promise<void>;
+  close(): Promise<void>;
+}
+
+export function startEmulator(options: EmulatorOptions): Promise<RunningEmulator> {
+  // Node 20 does not apply the main thread's tsx loader to a worker's entry module: register it first.
+  const entry = new URL("./emulator-worker.ts", import.meta.url).href;
+  const bootstrap = `import("tsx/esm/api").then((tsx) => { tsx.register(); return import(${JSON.stringify(entry)}); });`;
+  const worker = new Worker(bootstrap, { eval: true, workerData: options });
+  let nextId = 1;
+  const pending = new Map<number, { resolve: () => void; reject: (error: Error) => void }>();
+  const call = (message: Record<string, unknown>): Promise<void> =>
+    new Promise((resolve, reject) => {
+      const id = nextId++;
+      pending.set(id, { resolve, reject });
+      worker.postMessage({ ...message, id });
+    });
+  return new Promise((resolve, reject) => {
+    worker.once("error", reject);
+    worker.on("message", (message: { type: string; id?: number; error?: string; info?: Omit<RunningEmulator, "addKey" | "close"> }) => {
+      if (message.type === "ready") {
+        resolve({
+          ...message.info!,
+          addKey: (spec, addOptions) => call({ type: "addKey", spec, certificate: addOptions?.certificate }),
+          close: async () => {
+            await call({ type: "close" });
+            await worker.terminate();
+          },
+        });
+      } else if (message.type === "done") {
+        const waiter = pending.get(message.id!);
+        pending.delete(message.id!);
+        if (message.error) waiter?.reject(new Error(message.error));
+        else waiter?.resolve();
+      }
+    });
+  });
+}
+
+export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+export const modulePath = path.join(repoRoot, "build", "azure-keyvault-pkcs11.so");
+
+export const { PKCS11 } = pkcs11js;
+export type Handle = Buffer;
+
+export interface VaultJwk extends JsonWebKey {
+  kid: string;
+  kty: string;
+  key_ops: string[];
+}
+
+export interface FixtureKey {
+  name: string;
+  /** Token label in config.json. */
+  label: string;
+  slot: Handle;
+  /** From the emulator's JWK, not from the module. */
+  jwk: VaultJwk;
+  publicKey: KeyObject;
+  /** The vault's certificate DER, when the emulator made one. */
+  certificateDer?: Buffer;
+}
+
+export interface ModuleFixture {
+  emulator: RunningEmulator;
+  pkcs11: pkcs11js.PKCS11;
+  dir: string;
+  configPath: string;
+  keys: Map<string, FixtureKey>;
+  key(name: string): FixtureKey;
+  /** GET on the emulator's data plane with a managed-identity token. */
+  vaultGet(pathAndQuery: string): Promise<{ status: number; body: unknown }>;
+  vaultPost(pathAndQuery: string, body: unknown): Promise<{ status: number; body: unknown }>;
+  close(): Promise<void>;
+}
+
+export interface FixtureOptions {
+  /** Emulator key spec: "rsa2048:RSA:2048,p256:EC:P-256". */
+  keys: string;
+  certs?: EmulatorOptions["certs"];
+  latencyMs?: number;
+  /** Extra slot entries appended to config.json after the keys (e.g. a key that does not exist). */
+  extraSlots?: Array<Record<string, unknown>>;
+  /** Called before C_Initialize, e.g. to create keys with special key_ops. */
+  prepare?: (emulator: RunningEmulator, fixture: Pick<ModuleFixture, "vaultPost">) => Promise<string[]>;
+  /** Leave C_Initialize to the test. */
+  skipInitialize?: boolean;
+}
+
+function identityToken(emulator: RunningEmulator): Promise<string> {
+  const url = `${emulator.identityEndpoint}?api-version=2019-08-01&resource=${encodeURIComponent("https://vault.azure.net")}`;
+  return new Promise((resolve, reject) => {
+    httpGet(url, { headers: { "X-IDENTITY-HEADER": emulator.identityHeader } }, (response) => {
+      let body = "";
+      response.setEncoding("utf8");
+      response.on("data", (chunk: string) => (body += chunk));
+      response.on("end", () => (response.statusCode === 200 ? resolve((JSON.parse(body) as { access_token: string }).access_token) : reject(new Error(body))));
+    }).on("error", reject);
+  });
+}
+
+function vaultCall(emulator: RunningEmulator, token: string, method: string, pathAndQuery: string, body?: unknown): Promise<{ status: number; body: unknown }> {
+  const url = new URL(pathAndQuery, emulator.url);
+  const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+  return new Promise((resolve, reject) => {
+    const req = request(
+      url,
+      { method, ca: emulator.caPem, headers: { authorization: `Bearer ${token}`, ...(payload ? { "content-type": "application/json", "content-length": payload.length } : {}) } },
+      (response) => {
+        let text = "";
+        response.setEncoding("utf8");
+        response.on("data", (chunk: string) => (text += chunk));
+        response.on("end", () => resolve({ status: response.statusCode ?? 0, body: text ? JSON.parse(text) : undefined }));
+      },
+    );
+    req.on("error", reject);
+    req.end(payload);
+  });
+}
+
+const JWK_CURVES: Record<string, string> = { "P-256": "P-256", "P-384": "P-384", "P-521": "P-521", "P-256K": "secp256k1" };
+
+export function publicKeyFromJwk(jwk: VaultJwk): KeyObject {
+  if (jwk.kty.startsWith("RSA")) return createPublicKey({ key: { kty: "RSA", n: jwk.n!, e: jwk.e! }, format: "jwk" });
+  return createPublicKey({ key: { kty: "EC", crv: JWK_CURVES[jwk.crv!]!, x: jwk.x!, y: jwk.y! }, format: "jwk" });
+}
+
+export const API = "api-version=7.4";
+
+export async function startModuleFixture(options: FixtureOptions): Promise<ModuleFixture> {
+  const emulator = await startEmulator({ keys: options.keys, certs: options.certs, latencyMs: options.latencyMs });
+  const dir = await mkdtemp(path.join(tmpdir(), "akv-module-test-"));
+  const token = await identityToken(emulator);
+  const vaultGet = (pathAndQuery: string) => vaultCall(emulator, token, "GET", pathAndQuery);
+  const vaultPost = (pathAndQuery: string, body: unknown) => vaultCall(emulator, token, "POST", pathAndQuery, body);
+  const names = options.keys
+    .split(",")
+    .filter((spec) => spec.trim() !== "")
+    .map((spec) => spec.split(":")[0]!);
+  if (options.prepare) names.push(...(await options.prepare(emulator, { vaultPost })));
+  const slots: Array<Record<string, unknown>> = names.map((name) => ({ key_name: name, label: name, vault_url: emulator.url }));
+  slots.push(...(options.extraSlots ?? []).map((slot) => ({ vault_url: emulator.url, ...slot })));
+  const configPath = path.join(dir, "config.json");
+  await writeFile(configPath, JSON.stringify({ slots }, null, 2));
+
+  // The module's helper inherits this process's environment.
+  process.env.IDENTITY_ENDPOINT = emulator.identityEndpoint;
+  process.env.IDENTITY_HEADER = emulator.identityHeader;
+  process.env.NODE_EXTRA_CA_CERTS = emulator.caFile;
+  process.env.AZURE_KEYVAULT_PKCS11_CONFIG = configPath;
+  process.env.HOME = dir;
+  delete process.env.AZURE_KEYVAULT_URL;
+
+  const pkcs11 = new PKCS11();
+  pkcs11.load(modulePath);
+  if (!options.skipInitialize) pkcs11.C_Initialize();
+  const slotList = options.skipInitialize ? [] : pkcs11.C_GetSlotList(true);
+
+  const keys = new Map<string, FixtureKey>();
+  await Promise.all(
+    names.map(async (name, index) => {
+      const response = await vaultGet(`/keys/${name}?${API}`);
+      if (response.status !== 200) throw new Error(`GET key ${name}: ${response.status} ${JSON.stringify(response.body)}`);
+      const jwk = (response.body as { key: VaultJwk }).key;
+      const certificate = await vaultGet(`/certificates/${name}?${API}`);
+      const certificateDer = certificate.status === 200 ? Buffer.from((certificate.body as { cer: string }).cer, "base64") : undefined;
+      keys.set(name, { name, label: name, slot: slotList[index]!, jwk, publicKey: publicKeyFromJwk(jwk), certificateDer });
+    }),
+  );
+
+  return {
+    emulator,
+    pkcs11,
+    dir,
+    configPath,
+    keys,
+    key(name: string): FixtureKey {
+      const key = keys.get(name);
+      if (!key) throw new Error(`no key ${name} in the fixture`);
+      return key;
+    },
+    vaultGet,
+    vaultPost,
+    async close(): Promise<void> {
+      try {
+        pkcs11.C_Finalize();
+      } catch {
+        // Already finalized by the test.
+      }
+      await emulator.close();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+// ---- PKCS#11 helpers the tests share ---------------------------------------------------------------------
+
+/** Reads an attribute's bytes through pkcs11js. */
+export function attribute(pkcs11: pkcs11js.PKCS11, session: Handle, object: Handle, type: number): Buffer {
+  const [result] = pkcs11.C_GetAttributeValue(session, object, [{ type }]);
+  return result!.value;
+}
+
+export function findObjects(pkcs11: pkcs11js.PKCS11, session: Handle, template: pkcs11js.Template): Handle[] {
+  pkcs11.C_FindObjectsInit(session, template);
+  try {
+    return pkcs11.C_FindObjects(session, 100);
+  } finally {
+    pkcs11.C_FindObjectsFinal(session);
+  }
+}
+
+export function findOne(pkcs11: pkcs11js.PKCS11, session: Handle, template: pkcs11js.Template): Handle {
+  const found = findObjects(pkcs11, session, template);
+  if (found.length !== 1) throw new Error(`expected one object, found ${found.length}`);
+  return found[0]!;
+}
+
+export function openSession(fixture: ModuleFixture, keyName: string, readWrite = false): Handle {
+  const flags = pkcs11js.CKF_SERIAL_SESSION | (readWrite ? pkcs11js.CKF_RW_SESSION : 0);
+  return fixture.pkcs11.C_OpenSession(fixture.key(keyName).slot, flags);
+}
+
+export function privateKeyOf(fixture: ModuleFixture, session: Handle): Handle {
+  return findOne(fixture.pkcs11, session, [{ type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY }]);
+}
+
+export function publicKeyObjectOf(fixture: ModuleFixture, session: Handle): Handle {
+  return findOne(fixture.pkcs11, session, [{ type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PUBLIC_KEY }]);
+}
+
+/** The CK_RV of a pkcs11js call that is expected to fail. */
+export function rvOf(action: () => unknown): number | "ok" {
+  try {
+    action();
+    return "ok";
+  } catch (error) {
+    const code = (error as { code?: number }).code;
+    if (typeof code !== "number") throw error;
+    return code;
+  }
+}
+
+export async function rvOfAsync(action: () => Promise<unknown>): Promise<number | "ok"> {
+  try {
+    await action();
+    return "ok";
+  } catch (error) {
+    const code = (error as { code?: number }).code;
+    if (typeof code !== "number") throw error;
+    return code;
+  }
+}
+
+/** Pids of this process's children (the module's helper). */
+export function childPids(): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+      const parent = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      if (parent === process.pid) pids.push(Number(entry));
+    } catch {
+      // The process went away while we looked.
+    }
+  }
+  return pids;
+}
+
+/** PSS parameters as pkcs11js passes them. */
+export function pssParams(hashAlg: number, mgf: number, saltLen: number): pkcs11js.RsaPSS {
+  return { type: pkcs11js.CK_PARAMS_RSA_PSS, hashAlg, mgf, saltLen };
+}
+
+export function oaepParams(hashAlg: number, mgf: number, sourceData?: Buffer): pkcs11js.RsaOAEP {
+  return { type: pkcs11js.CK_PARAMS_RSA_OAEP, hashAlg, mgf, source: 1, ...(sourceData ? { sourceData } : {}) };
+}
+
+/** One C_SignInit + C_Sign on a fresh session of `keyName`'s token. */
+export function signOnce(fixture: ModuleFixture, keyName: string, mechanism: pkcs11js.Mechanism, data: Buffer): Buffer {
+  const { pkcs11 } = fixture;
+  const session = openSession(fixture, keyName);
+  try {
+    pkcs11.C_SignInit(session, mechanism, privateKeyOf(fixture, session));
+    return pkcs11.C_Sign(session, data, Buffer.alloc(1024));
+  } finally {
+    pkcs11.C_CloseSession(session);
+  }
+}
+
+/** C_SignInit + C_SignUpdate per part + C_SignFinal. */
+export function signMultiPart(fixture: ModuleFixture, keyName: string, mechanism: pkcs11js.Mechanism, parts: Buffer[]): Buffer {
+  const { pkcs11 } = fixture;
+  const session = openSession(fixture, keyName);
+  try {
+    pkcs11.C_SignInit(session, mechanism, privateKeyOf(fixture, session));
+    for (const part of parts) pkcs11.C_SignUpdate(session, part);
+    return pkcs11.C_SignFinal(session, Buffer.alloc(1024));
+  } finally {
+    pkcs11.C_CloseSession(session);
+  }
+}
+
+/** C_VerifyInit on the public key object + C_Verify; returns the rv. */
+export function verifyRv(fixture: ModuleFixture, keyName: string, mechanism: pkcs11js.Mechanism, data: Buffer, signature: Buffer): number | "ok" {
+  const { pkcs11 } = fixture;
+  const session = openSession(fixture, keyName);
+  try {
+    pkcs11.C_VerifyInit(session, mechanism, publicKeyObjectOf(fixture, session));
+    return rvOf(() => {
+      if (!pkcs11.C_Verify(session, data, signature)) throw Object.assign(new Error("C_Verify returned false"), { code: pkcs11js.CKR_SIGNATURE_INVALID });
+    });
+  } finally {
+    pkcs11.C_CloseSession(session);
+  }
+}
+
+export const DIGEST_INFO_PREFIX: Record<string, string> = {
+  sha1: "3021300906052b0e03021a05000414",
+  sha256: "3031300d060960864801650304020105000420",
+  sha384: "3041300d060960864801650304020205000430",
+  sha512: "3051300d060960864801650304020305000440",
+};
