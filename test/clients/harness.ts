@@ -12,7 +12,7 @@ import https from "node:https";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { describe, run, startDaemon, waitFor, type Daemon, type RunOptions, type RunResult } from "./process.ts";
+import { describe, freeLoopbackPort, run, startDaemon, waitFor, type Daemon, type RunOptions, type RunResult } from "./process.ts";
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 export const modulePath = path.join(repoRoot, "build", "azure-keyvault-pkcs11.so");
@@ -303,4 +303,4 @@ export function samePublicKey(a: KeyObject, b: KeyObject): boolean {
   return a.export({ type: "spki", format: "der" }).equals(b.export({ type: "spki", format: "der" }));
 }
 
-export { describe, run, startDaemon, waitFor, type Daemon, type RunResult };
+export { describe, freeLoopbackPort, run, startDaemon, waitFor, type Daemon, type RunResult };
