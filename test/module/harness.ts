@@ -253,15 +253,23 @@ export function publicKeyObjectOf(fixture: ModuleFixture, session: Handle): Hand
   return findOne(fixture.pkcs11, session, [{ type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PUBLIC_KEY }]);
 }
 
+// pkcs11js names return values it knows (error.code); newer ones (CKR_ACTION_PROHIBITED ...) only appear in the
+// message as "CKR_NAME:<decimal rv>" (as do all errors of some functions, e.g. C_SetAttributeValue).
+function errorCode(error: unknown): number {
+  const code = (error as { code?: number }).code;
+  if (typeof code === "number") return code;
+  const match = /^CKR_[A-Z_0-9]+:(\d+)$/.exec((error as Error).message ?? "");
+  if (match) return Number(match[1]);
+  throw error;
+}
+
 /** The CK_RV of a pkcs11js call that is expected to fail. */
 export function rvOf(action: () => unknown): number | "ok" {
   try {
     action();
     return "ok";
   } catch (error) {
-    const code = (error as { code?: number }).code;
-    if (typeof code !== "number") throw error;
-    return code;
+    return errorCode(error);
   }
 }
 
@@ -270,9 +278,7 @@ export async function rvOfAsync(action: () => Promise<unknown>): Promise<number 
     await action();
     return "ok";
   } catch (error) {
-    const code = (error as { code?: number }).code;
-    if (typeof code !== "number") throw error;
-    return code;
+    return errorCode(error);
   }
 }
 
