@@ -8,6 +8,7 @@
 import { createPublicKey, X509Certificate, type KeyObject } from "node:crypto";
 import { existsSync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import http from "node:http";
 import https from "node:https";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -60,6 +61,15 @@ export interface ClientFixture {
   runOk(file: string, args: readonly string[], options?: Partial<RunOptions>): Promise<RunResult>;
   /** Writes an OpenSSL config that loads the libp11 engine with this module; returns its path. */
   opensslEngineConfig(): Promise<string>;
+  /**
+   * A UEFI-style code-signing certificate for the key (extended key usage codeSigning only), self-signed on the
+   * token through the libp11 engine, checked against the vault's public key and with openssl verify -check_ss_sig.
+   * Returns its PEM path. The vault's own certificate also names serverAuth and clientAuth, which sbverify refuses:
+   * it accepts a certificate for S/MIME signing, or one whose only extended key usage is code signing.
+   */
+  codeSigningCertificate(key: ClientKey): Promise<string>;
+  /** The environment for a second config.json whose slots expose the given certificate files (certificate_path). */
+  envWithCertificates(certificates: Partial<Record<KeyKind, string>>): Promise<NodeJS.ProcessEnv>;
   close(): Promise<void>;
 }
 
@@ -72,7 +82,8 @@ interface EmulatorInfo {
 
 function httpsGetJson(url: string, headers: Record<string, string>, ca: string): Promise<unknown> {
   return new Promise((resolve, reject) => {
-    const request = https.get(url, { headers, ca, timeout: 15_000 }, (response) => {
+    const get = url.startsWith("http:") ? http.get : https.get;
+    const request = get(url, { headers, ca, timeout: 15_000 }, (response) => {
       const chunks: Buffer[] = [];
       response.on("data", (chunk: Buffer) => chunks.push(chunk));
       response.on("end", () => {
@@ -221,6 +232,7 @@ export async function startClientFixture(): Promise<ClientFixture> {
   let keys: { rsa: ClientKey; ec: ClientKey };
   let pin: string | undefined;
   let chosenModule: string;
+  let vaultUrl: string | undefined;
   try {
     if (backend === "softhsm") {
       pin = "1234";
@@ -240,6 +252,7 @@ export async function startClientFixture(): Promise<ClientFixture> {
         made.push(makeKey(kind, keyName, `${kind}-token`, dir, publicKey, certificate));
       }
       keys = { rsa: made[0] as ClientKey, ec: made[1] as ClientKey };
+      vaultUrl = info.url;
       const configFile = path.join(dir, "config.json");
       const config = {
         slots: [keys.rsa, keys.ec].map((key) => ({ label: key.tokenLabel, key_name: key.keyName, vault_url: info.url })),
@@ -288,6 +301,33 @@ export async function startClientFixture(): Promise<ClientFixture> {
           `[req]\ndistinguished_name = req_dn\n\n[req_dn]\n`,
       );
       return file;
+    },
+    async codeSigningCertificate(key) {
+      const out = path.join(dir, `${key.keyName}.codesigning.pem`);
+      const opensslEnv = { ...env, OPENSSL_CONF: await fixture.opensslEngineConfig() };
+      const made = await run("openssl", [
+        "req", "-new", "-x509", "-engine", "pkcs11", "-keyform", "engine", "-key", key.privateKeyUriWithPin, "-sha256",
+        "-subj", `/CN=${key.keyName} UEFI signing`, "-days", "30", "-addext", "basicConstraints=critical,CA:FALSE",
+        "-addext", "keyUsage=critical,digitalSignature", "-addext", "extendedKeyUsage=codeSigning", "-out", out,
+      ], { env: opensslEnv, cwd: dir });
+      if (made.code !== 0) throw new Error(describe(made));
+      const certificate = new X509Certificate(await readFile(out));
+      if (!samePublicKey(certificate.publicKey, key.publicKey)) throw new Error(`${out} does not carry the vault's public key of ${key.keyName}`);
+      const verified = await run("openssl", ["verify", "-check_ss_sig", "-CAfile", out, out], { env, cwd: dir });
+      if (verified.code !== 0) throw new Error(describe(verified));
+      return out;
+    },
+    async envWithCertificates(certificates) {
+      if (vaultUrl === undefined) throw new Error("envWithCertificates needs the emulator backend");
+      const configFile = path.join(dir, `config-${Object.keys(certificates).join("-")}.json`);
+      const config = {
+        slots: [keys.rsa, keys.ec].map((key) => {
+          const certificatePath = certificates[key.kind];
+          return { label: key.tokenLabel, key_name: key.keyName, vault_url: vaultUrl, ...(certificatePath ? { certificate_path: certificatePath } : {}) };
+        }),
+      };
+      await writeFile(configFile, `${JSON.stringify(config, null, 2)}\n`);
+      return { ...env, AZURE_KEYVAULT_PKCS11_CONFIG: configFile };
     },
     async close() {
       await Promise.all(daemons.map((daemon) => daemon.stop()));
