@@ -162,7 +162,10 @@ export async function startModuleFixture(options: FixtureOptions): Promise<Modul
     .filter((spec) => spec.trim() !== "")
     .map((spec) => spec.split(":")[0]!);
   if (options.prepare) names.push(...(await options.prepare(emulator, { vaultPost })));
-  const slots: Array<Record<string, unknown>> = names.map((name) => ({ key_name: name, label: name, vault_url: emulator.url }));
+  const slots: Array<Record<string, unknown>> = names.map((name) =>
+    // Names longer than a token label get the module's default label (their first 32 characters).
+    name.length <= 32 ? { key_name: name, label: name, vault_url: emulator.url } : { key_name: name, vault_url: emulator.url },
+  );
   slots.push(...(options.extraSlots ?? []).map((slot) => ({ vault_url: emulator.url, ...slot })));
   const configPath = path.join(dir, "config.json");
   await writeFile(configPath, JSON.stringify({ slots }, null, 2));
@@ -188,7 +191,7 @@ export async function startModuleFixture(options: FixtureOptions): Promise<Modul
       const jwk = (response.body as { key: VaultJwk }).key;
       const certificate = await vaultGet(`/certificates/${name}?${API}`);
       const certificateDer = certificate.status === 200 ? Buffer.from((certificate.body as { cer: string }).cer, "base64") : undefined;
-      keys.set(name, { name, label: name, slot: slotList[index]!, jwk, publicKey: publicKeyFromJwk(jwk), certificateDer });
+      keys.set(name, { name, label: name.slice(0, 32), slot: slotList[index]!, jwk, publicKey: publicKeyFromJwk(jwk), certificateDer });
     }),
   );
 
