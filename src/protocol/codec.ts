@@ -108,6 +108,7 @@ export class Writer {
     this.offset = reserve;
   }
 
+  /** Reserves `count` bytes and returns their offset. It may replace this.buffer: call it before reading the field. */
   private room(count: number): number {
     const start = this.offset;
     if (start + count > this.buffer.length) {
@@ -120,25 +121,27 @@ export class Writer {
   }
 
   u8(value: number): this {
-    this.buffer[this.room(1)] = value;
+    const offset = this.room(1);
+    this.buffer[offset] = value;
     return this;
   }
 
   u32(value: number): this {
-    this.buffer.writeUInt32LE(value >>> 0, this.room(4));
+    const offset = this.room(4);
+    this.buffer.writeUInt32LE(value >>> 0, offset);
     return this;
   }
 
   ulong(value: number): this {
     const encoded = value === CK_UNAVAILABLE_INFORMATION ? U64_ALL_ONES : BigInt(value);
-    this.buffer.writeBigUInt64LE(encoded, this.room(8));
+    const offset = this.room(8);
+    this.buffer.writeBigUInt64LE(encoded, offset);
     return this;
   }
 
   bytes(value: Buffer | undefined): this {
     const data = value ?? EMPTY;
     this.u32(data.length);
-    // room() may replace this.buffer: take the offset first.
     const offset = this.room(data.length);
     data.copy(this.buffer, offset);
     return this;
