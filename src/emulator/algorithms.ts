@@ -1,0 +1,79 @@
+// One table for the Key Vault algorithms the emulator serves: which key type and curve each needs, which digest,
+// and how node:crypto names it. Every handler asks this table instead of repeating a switch.
+
+export type KeyFamily = "RSA" | "EC" | "oct";
+
+export const KEY_TYPES: Record<string, KeyFamily> = {
+  RSA: "RSA",
+  "RSA-HSM": "RSA",
+  EC: "EC",
+  "EC-HSM": "EC",
+  oct: "oct",
+  "oct-HSM": "oct",
+};
+
+export const RSA_SIZES = [2048, 3072, 4096] as const;
+export const OCT_SIZES = [128, 192, 256] as const;
+/** Key Vault curve name → OpenSSL curve name, and the size of one coordinate in bytes. */
+export const CURVES: Record<string, { openssl: string; coordinateBytes: number }> = {
+  "P-256": { openssl: "prime256v1", coordinateBytes: 32 },
+  "P-384": { openssl: "secp384r1", coordinateBytes: 48 },
+  "P-521": { openssl: "secp521r1", coordinateBytes: 66 },
+  "P-256K": { openssl: "secp256k1", coordinateBytes: 32 },
+};
+
+export interface SignAlgorithmInfo {
+  family: "RSA" | "EC";
+  /** node:crypto hash name; the digest the client sends must be this hash's length. */
+  hash: "sha256" | "sha384" | "sha512";
+  digestLength: number;
+  padding?: "pkcs1" | "pss";
+  /** ECDSA algorithms are tied to one curve. */
+  curve?: string;
+}
+
+export const SIGN_ALGORITHMS: Record<string, SignAlgorithmInfo> = {
+  RS256: { family: "RSA", hash: "sha256", digestLength: 32, padding: "pkcs1" },
+  RS384: { family: "RSA", hash: "sha384", digestLength: 48, padding: "pkcs1" },
+  RS512: { family: "RSA", hash: "sha512", digestLength: 64, padding: "pkcs1" },
+  PS256: { family: "RSA", hash: "sha256", digestLength: 32, padding: "pss" },
+  PS384: { family: "RSA", hash: "sha384", digestLength: 48, padding: "pss" },
+  PS512: { family: "RSA", hash: "sha512", digestLength: 64, padding: "pss" },
+  ES256: { family: "EC", hash: "sha256", digestLength: 32, curve: "P-256" },
+  ES384: { family: "EC", hash: "sha384", digestLength: 48, curve: "P-384" },
+  ES512: { family: "EC", hash: "sha512", digestLength: 64, curve: "P-521" },
+  ES256K: { family: "EC", hash: "sha256", digestLength: 32, curve: "P-256K" },
+};
+
+export interface CipherAlgorithmInfo {
+  family: "RSA" | "oct";
+  /** RSA: OAEP hash or PKCS#1 v1.5. */
+  rsa?: { padding: "oaep"; oaepHash: "sha1" | "sha256" } | { padding: "pkcs1" };
+  /** AES key wrap (RFC 3394): the key size in bits the algorithm requires, and node:crypto's cipher name. */
+  aesKw?: { keyBits: number; cipher: string };
+  /** Which key operations may use the algorithm. */
+  operations: ReadonlyArray<"encrypt" | "wrapKey">;
+}
+
+export const CIPHER_ALGORITHMS: Record<string, CipherAlgorithmInfo> = {
+  "RSA-OAEP": { family: "RSA", rsa: { padding: "oaep", oaepHash: "sha1" }, operations: ["encrypt", "wrapKey"] },
+  "RSA-OAEP-256": { family: "RSA", rsa: { padding: "oaep", oaepHash: "sha256" }, operations: ["encrypt", "wrapKey"] },
+  RSA1_5: { family: "RSA", rsa: { padding: "pkcs1" }, operations: ["encrypt", "wrapKey"] },
+  A128KW: { family: "oct", aesKw: { keyBits: 128, cipher: "id-aes128-wrap" }, operations: ["wrapKey"] },
+  A192KW: { family: "oct", aesKw: { keyBits: 192, cipher: "id-aes192-wrap" }, operations: ["wrapKey"] },
+  A256KW: { family: "oct", aesKw: { keyBits: 256, cipher: "id-aes256-wrap" }, operations: ["wrapKey"] },
+};
+
+export const ALL_KEY_OPS = ["encrypt", "decrypt", "sign", "verify", "wrapKey", "unwrapKey", "import", "export"] as const;
+
+/** The key_ops a new key gets when the request names none, as the service does. */
+export function defaultKeyOps(family: KeyFamily): string[] {
+  switch (family) {
+    case "RSA":
+      return ["encrypt", "decrypt", "sign", "verify", "wrapKey", "unwrapKey"];
+    case "EC":
+      return ["sign", "verify"];
+    case "oct":
+      return ["encrypt", "decrypt", "wrapKey", "unwrapKey"];
+  }
+}

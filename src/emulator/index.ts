@@ -1,0 +1,168 @@
+// The Azure Key Vault emulator's programmatic API. The CLI (cli.ts) and the test fixture (test/fixtures/emulator.ts)
+// are thin wrappers around startEmulator().
+import { randomBytes, randomUUID } from "node:crypto";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
+import { createServer as createHttpsServer, type Server as HttpsServer } from "node:https";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { TokenService } from "./auth.ts";
+import { CertificateStore, createSelfSignedCertificate } from "./certificates.ts";
+import { FaultInjector } from "./faults.ts";
+import { KeyStore, parseKeySpecs } from "./keystore.ts";
+import { IDENTITY_PATH, createHttpsHandler, createIdentityHandler, type VaultState } from "./server.ts";
+import { warmUpCurves } from "./operations.ts";
+import { createPki } from "./tls.ts";
+
+export interface EmulatorOptions {
+  /** 0 = pick a free port (default). */
+  port?: number;
+  /** "name:RSA:2048,name2:EC:P-256,aes:oct:256" (also RSA-HSM/EC-HSM/oct-HSM). */
+  keys?: string;
+  /** Self-signed certificates for these key names (backed by the key of the same name); "all" = every RSA/EC key. */
+  certs?: string[] | "all";
+  /** Reuse ca.pem + ca-key.pem from this folder if present, else create them there. */
+  caDir?: string;
+  /** Also write the CA PEM to this path. */
+  caOut?: string;
+  /** Added to each data-plane response. */
+  latencyMs?: number;
+  tenantId?: string;
+  /** Default random. */
+  identityHeader?: string;
+  faults?: { throttleRate?: number; unavailableRate?: number; dropRate?: number; retryAfterSeconds?: number; seed?: number };
+  /** Default 3600 (tests use small values to test expiry). */
+  tokenLifetimeSeconds?: number;
+}
+
+export interface RunningEmulator {
+  /** https://127.0.0.1:<port> */
+  url: string;
+  identityEndpoint: string;
+  identityHeader: string;
+  caFile: string;
+  caPem: string;
+  tenantId: string;
+  /**
+   * Create keys/certs at run time, for tests (same effect as the CLI flags). `spec` is a --keys value; with
+   * `certificate: true` each new RSA/EC key also gets a self-signed certificate of the same name.
+   */
+  addKey(spec: string, options?: { certificate?: boolean }): Promise<void>;
+  close(): Promise<void>;
+}
+
+function listen(server: HttpServer | HttpsServer, port: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, "127.0.0.1", () => {
+      server.off("error", reject);
+      resolve((server.address() as AddressInfo).port);
+    });
+  });
+}
+
+function closeServer(server: HttpServer | HttpsServer): Promise<void> {
+  return new Promise((resolve) => {
+    server.close(() => resolve());
+    server.closeAllConnections();
+  });
+}
+
+export async function startEmulator(options: EmulatorOptions = {}): Promise<RunningEmulator> {
+  const port = options.port ?? 0;
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`port must be 0-65535, got ${options.port}`);
+  const latencyMs = options.latencyMs ?? 0;
+  if (!Number.isFinite(latencyMs) || latencyMs < 0) throw new Error(`latencyMs must be ≥ 0, got ${options.latencyMs}`);
+  const lifetime = options.tokenLifetimeSeconds ?? 3600;
+  if (!Number.isInteger(lifetime) || lifetime < 1) throw new Error(`tokenLifetimeSeconds must be a whole number ≥ 1, got ${options.tokenLifetimeSeconds}`);
+  const tenantId = options.tenantId ?? randomUUID();
+  const identityHeader = options.identityHeader ?? randomBytes(24).toString("base64url");
+  if (identityHeader === "" || /[\r\n]/.test(identityHeader)) throw new Error("identityHeader must be a non-empty single-line string");
+  const faults = new FaultInjector(options.faults);
+  const specs = options.keys ? parseKeySpecs(options.keys) : [];
+  const names = new Set<string>();
+  for (const { name } of specs) {
+    if (names.has(name)) throw new Error(`key '${name}' appears twice in the key spec`);
+    names.add(name);
+  }
+  if (Array.isArray(options.certs)) {
+    for (const name of options.certs) if (!names.has(name)) throw new Error(`certificate '${name}' has no key of the same name in the key spec`);
+  }
+
+  const state: VaultState = {
+    keys: new KeyStore(),
+    certificates: new CertificateStore(),
+    tokens: new TokenService(tenantId, lifetime),
+    faults,
+    latencyMs,
+    identityHeader,
+  };
+
+  const addCertificate = async (name: string): Promise<void> => {
+    state.certificates.add(await createSelfSignedCertificate(state.keys.get(name)));
+  };
+
+  // TLS material and every key are generated concurrently; RSA generation runs on libuv's thread pool.
+  const [pki] = await Promise.all([createPki(options.caDir), ...specs.map(({ name, request }) => state.keys.create(name, request))]);
+  const certNames = options.certs === "all" ? specs.filter((s) => !s.request.kty.startsWith("oct")).map((s) => s.name) : options.certs ?? [];
+  for (const name of certNames) {
+    if (state.keys.get(name).material.family === "oct") throw new Error(`certificate '${name}': an oct (AES) key cannot back a certificate`);
+  }
+  await Promise.all(certNames.map(addCertificate));
+
+  let tempDir: string | undefined;
+  let caFile: string;
+  if (options.caDir) {
+    caFile = join(options.caDir, "ca.pem");
+  } else {
+    tempDir = await mkdtemp(join(tmpdir(), "akv-emulator-"));
+    caFile = join(tempDir, "ca.pem");
+    await writeFile(caFile, pki.caPem);
+  }
+  if (options.caOut) await writeFile(options.caOut, pki.caPem);
+
+  const https = createHttpsServer({ key: pki.serverKeyPem, cert: pki.serverCertPem }, createHttpsHandler(state));
+  // Clients keep connections alive; keep them open at least as long as the Azure SDK's agent would.
+  https.keepAliveTimeout = 60_000;
+  https.headersTimeout = 65_000;
+  const identity = createHttpServer(createIdentityHandler(state));
+  let httpsPort: number;
+  let identityPort: number;
+  try {
+    [httpsPort, identityPort] = await Promise.all([listen(https, port), listen(identity, 0)]);
+  } catch (error) {
+    https.close();
+    identity.close();
+    if (tempDir) await rm(tempDir, { recursive: true, force: true });
+    throw error;
+  }
+
+  // @noble/curves builds its precomputed tables on a curve's first signature (0.1-0.3 s each); do it now, after
+  // start-up, rather than inside the first sign request.
+  setImmediate(() => warmUpCurves(specs.map((s) => s.request.curve).filter((c): c is string => c !== undefined)));
+
+  let closed: Promise<void> | undefined;
+  return {
+    url: `https://127.0.0.1:${httpsPort}`,
+    identityEndpoint: `http://127.0.0.1:${identityPort}${IDENTITY_PATH}`,
+    identityHeader,
+    caFile,
+    caPem: pki.caPem,
+    tenantId,
+    async addKey(spec: string, addOptions?: { certificate?: boolean }): Promise<void> {
+      const parsed = parseKeySpecs(spec);
+      await Promise.all(parsed.map(({ name, request }) => state.keys.create(name, request)));
+      if (addOptions?.certificate) {
+        await Promise.all(parsed.filter((s) => !s.request.kty.startsWith("oct")).map((s) => addCertificate(s.name)));
+      }
+    },
+    close(): Promise<void> {
+      closed ??= (async () => {
+        await Promise.all([closeServer(https), closeServer(identity)]);
+        if (tempDir) await rm(tempDir, { recursive: true, force: true });
+      })();
+      return closed;
+    },
+  };
+}

@@ -1,0 +1,167 @@
+// The cryptographic operations behind /sign, /verify, /encrypt, /decrypt, /wrapkey and /unwrapkey, and the
+// checks that precede them (enabled, nbf/exp, key_ops, algorithm versus key). node:crypto does the RSA and AES
+// work; @noble/curves signs ECDSA over a client-supplied digest, which node:crypto cannot do.
+import { constants, createCipheriv, createDecipheriv, privateDecrypt, privateEncrypt, publicDecrypt, publicEncrypt, timingSafeEqual } from "node:crypto";
+import { p256, p384, p521 } from "@noble/curves/nist.js";
+import { secp256k1 } from "@noble/curves/secp256k1.js";
+import { CIPHER_ALGORITHMS, SIGN_ALGORITHMS, type CipherAlgorithmInfo, type SignAlgorithmInfo } from "./algorithms.ts";
+import { KeyVaultError, badParameter } from "./errors.ts";
+import { nowSeconds, type KeyVersion } from "./keystore.ts";
+import { emsaPssEncode, emsaPssVerify } from "./pss.ts";
+
+export type KeyOperation = "sign" | "verify" | "encrypt" | "decrypt" | "wrapKey" | "unwrapKey";
+
+const ECDSA_CURVES = { "P-256": p256, "P-384": p384, "P-521": p521, "P-256K": secp256k1 } as const;
+
+export function warmUpCurves(curves: string[]): void {
+  const digest = new Uint8Array(64).fill(1);
+  for (const name of new Set(curves)) {
+    const curve = ECDSA_CURVES[name as keyof typeof ECDSA_CURVES];
+    if (curve) curve.sign(digest.subarray(0, name === "P-521" ? 64 : name === "P-384" ? 48 : 32), curve.utils.randomPrivateKey(), { prehash: false });
+  }
+}
+
+// DER prefix of DigestInfo { AlgorithmIdentifier(hash, NULL), OCTET STRING digest } for RSASSA-PKCS1-v1_5.
+const DIGEST_INFO_PREFIX: Record<SignAlgorithmInfo["hash"], Buffer> = {
+  sha256: Buffer.from("3031300d060960864801650304020105000420", "hex"),
+  sha384: Buffer.from("3041300d060960864801650304020205000430", "hex"),
+  sha512: Buffer.from("3051300d060960864801650304020305000440", "hex"),
+};
+
+// Operations that stay allowed on an expired key, so data protected earlier can still be read or checked.
+const ALLOWED_AFTER_EXPIRY: ReadonlySet<KeyOperation> = new Set(["verify", "decrypt", "unwrapKey"]);
+
+/** Refuses the operation the way the service does: disabled, outside nbf/exp, or not in key_ops. */
+export function checkUsable(v: KeyVersion, op: KeyOperation): void {
+  if (!v.enabled) throw new KeyVaultError(403, "Forbidden", `Operation ${op} is not allowed on a disabled key.`, "KeyDisabled");
+  const now = nowSeconds();
+  if (v.nbf !== undefined && now < v.nbf) {
+    throw new KeyVaultError(403, "Forbidden", `Operation ${op} is not allowed on a key that is not yet valid (nbf).`, "KeyNotYetValid");
+  }
+  if (v.exp !== undefined && now >= v.exp && !ALLOWED_AFTER_EXPIRY.has(op)) {
+    throw new KeyVaultError(403, "Forbidden", `Operation ${op} is not allowed on an expired key.`, "KeyExpired");
+  }
+  if (!v.keyOps.includes(op)) throw new KeyVaultError(403, "Forbidden", `Operation ${op} is not permitted on this key.`, "KeyOperationForbidden");
+}
+
+function signAlgorithm(v: KeyVersion, alg: unknown): SignAlgorithmInfo {
+  if (typeof alg !== "string" || alg === "") throw badParameter("Property 'alg' is required.");
+  const info = SIGN_ALGORITHMS[alg];
+  if (!info) throw badParameter(`Invalid signature algorithm: ${alg}`);
+  if (info.family !== v.material.family) throw badParameter(`Key and signing algorithm are incompatible. Key type '${v.kty}' cannot be used with algorithm '${alg}'.`);
+  if (info.curve && info.curve !== v.material.curve) {
+    throw badParameter(`Key and signing algorithm are incompatible. Key uses curve '${v.material.curve}', and algorithm '${alg}' can only be used with curve '${info.curve}'.`);
+  }
+  return info;
+}
+
+function checkDigest(alg: string, info: SignAlgorithmInfo, digest: Buffer): void {
+  if (digest.length !== info.digestLength) {
+    throw badParameter(`Invalid digest length for algorithm ${alg}: expected ${info.digestLength} bytes, got ${digest.length}.`);
+  }
+}
+
+export function sign(v: KeyVersion, alg: unknown, digest: Buffer): Buffer {
+  const info = signAlgorithm(v, alg);
+  checkDigest(alg as string, info, digest);
+  const m = v.material;
+  if (info.family === "EC") {
+    const curve = ECDSA_CURVES[m.curve as keyof typeof ECDSA_CURVES];
+    return Buffer.from(curve.sign(digest, m.ecPrivate!, { prehash: false, lowS: true }).toBytes("compact"));
+  }
+  if (info.padding === "pkcs1") {
+    return privateEncrypt({ key: m.privateKey!, padding: constants.RSA_PKCS1_PADDING }, Buffer.concat([DIGEST_INFO_PREFIX[info.hash], digest]));
+  }
+  const modulusBytes = m.modulusBits! / 8;
+  return privateEncrypt({ key: m.privateKey!, padding: constants.RSA_NO_PADDING }, emsaPssEncode(info.hash, digest, m.modulusBits!, modulusBytes));
+}
+
+export function verify(v: KeyVersion, alg: unknown, digest: Buffer, signature: Buffer): boolean {
+  const info = signAlgorithm(v, alg);
+  checkDigest(alg as string, info, digest);
+  const m = v.material;
+  if (info.family === "EC") {
+    const curve = ECDSA_CURVES[m.curve as keyof typeof ECDSA_CURVES];
+    try {
+      return curve.verify(signature, digest, m.ecPublic!, { prehash: false, lowS: false, format: "compact" });
+    } catch {
+      return false;
+    }
+  }
+  const modulusBytes = m.modulusBits! / 8;
+  if (signature.length !== modulusBytes) return false;
+  try {
+    if (info.padding === "pkcs1") {
+      const recovered = publicDecrypt({ key: m.publicKey!, padding: constants.RSA_PKCS1_PADDING }, signature);
+      const expected = Buffer.concat([DIGEST_INFO_PREFIX[info.hash], digest]);
+      return recovered.length === expected.length && timingSafeEqual(recovered, expected);
+    }
+    const encoded = publicDecrypt({ key: m.publicKey!, padding: constants.RSA_NO_PADDING }, signature);
+    return emsaPssVerify(info.hash, digest, encoded, m.modulusBits!);
+  } catch {
+    return false;
+  }
+}
+
+function cipherAlgorithm(v: KeyVersion, alg: unknown, op: "encrypt" | "wrapKey"): CipherAlgorithmInfo {
+  if (typeof alg !== "string" || alg === "") throw badParameter("Property 'alg' is required.");
+  const info = CIPHER_ALGORITHMS[alg];
+  if (!info || !info.operations.includes(op)) throw badParameter(`Invalid algorithm for ${op === "encrypt" ? "encryption" : "key wrapping"}: ${alg}`);
+  if (info.family !== v.material.family) throw badParameter(`Key and encryption algorithm are incompatible. Key type '${v.kty}' cannot be used with algorithm '${alg}'.`);
+  if (info.aesKw && info.aesKw.keyBits !== v.material.octKey!.length * 8) {
+    throw badParameter(`Key and encryption algorithm are incompatible. Algorithm '${alg}' needs a ${info.aesKw.keyBits}-bit key; this key has ${v.material.octKey!.length * 8} bits.`);
+  }
+  return info;
+}
+
+// RFC 3394 default initial value.
+const AES_KW_IV = Buffer.from("a6a6a6a6a6a6a6a6", "hex");
+
+/** encrypt and wrapKey: `op` selects which algorithms are allowed. */
+export function encrypt(v: KeyVersion, alg: unknown, plaintext: Buffer, op: "encrypt" | "wrapKey"): Buffer {
+  const info = cipherAlgorithm(v, alg, op);
+  const m = v.material;
+  if (info.aesKw) {
+    if (plaintext.length < 16 || plaintext.length % 8 !== 0) throw badParameter("The key to wrap must be a multiple of 8 bytes and at least 16 bytes long.");
+    const cipher = createCipheriv(info.aesKw.cipher, m.octKey!, AES_KW_IV);
+    return Buffer.concat([cipher.update(plaintext), cipher.final()]);
+  }
+  const rsa = info.rsa!;
+  const maxLength = m.modulusBits! / 8 - (rsa.padding === "pkcs1" ? 11 : 2 * (rsa.oaepHash === "sha1" ? 20 : 32) + 2);
+  if (plaintext.length > maxLength) throw badParameter(`The value is too long for algorithm ${alg as string}: at most ${maxLength} bytes.`);
+  return rsa.padding === "pkcs1"
+    ? publicEncrypt({ key: m.publicKey!, padding: constants.RSA_PKCS1_PADDING }, plaintext)
+    : publicEncrypt({ key: m.publicKey!, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: rsa.oaepHash }, plaintext);
+}
+
+/** decrypt and unwrapKey. */
+export function decrypt(v: KeyVersion, alg: unknown, ciphertext: Buffer, op: "encrypt" | "wrapKey"): Buffer {
+  const info = cipherAlgorithm(v, alg, op);
+  const m = v.material;
+  const failed = (): KeyVaultError => badParameter(`Decryption failed: the value is not a valid ${alg as string} ciphertext for this key.`);
+  if (info.aesKw) {
+    try {
+      const decipher = createDecipheriv(info.aesKw.cipher, m.octKey!, AES_KW_IV);
+      return Buffer.concat([decipher.update(ciphertext), decipher.final()]);
+    } catch {
+      throw failed();
+    }
+  }
+  const modulusBytes = m.modulusBits! / 8;
+  if (ciphertext.length !== modulusBytes) throw failed();
+  const rsa = info.rsa!;
+  try {
+    if (rsa.padding === "oaep") {
+      return privateDecrypt({ key: m.privateKey!, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: rsa.oaepHash }, ciphertext);
+    }
+    // Node 20 refuses RSA_PKCS1_PADDING for private decryption (CVE-2023-46809), so take the raw RSA result and
+    // read the EME-PKCS1-v1_5 block (00 02 PS≥8 00 M) here.
+    const em = privateDecrypt({ key: m.privateKey!, padding: constants.RSA_NO_PADDING }, ciphertext);
+    const separator = em.indexOf(0, 2);
+    if (em[0] !== 0 || em[1] !== 2 || separator < 10) throw failed();
+    return em.subarray(separator + 1);
+  } catch (error) {
+    if (error instanceof KeyVaultError) throw error;
+    throw failed();
+  }
+}

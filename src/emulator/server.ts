@@ -1,0 +1,506 @@
+// The HTTPS front door: Entra ID endpoints (client credentials and the discovery documents MSAL reads), then the
+// Key Vault data plane behind fault injection, challenge authentication, api-version checks and added latency.
+// Plus the plain-HTTP App Service managed-identity endpoint, served on its own loopback port as App Service does.
+import { randomBytes, randomUUID } from "node:crypto";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { setTimeout as delay } from "node:timers/promises";
+import { log } from "../log/log.ts";
+import { ALL_KEY_OPS, KEY_TYPES } from "./algorithms.ts";
+import { TokenService, resourceFromScope } from "./auth.ts";
+import { CertificateStore, certificateBundle, certificateItem } from "./certificates.ts";
+import { KeyVaultError, badParameter } from "./errors.ts";
+import type { FaultInjector } from "./faults.ts";
+import { KeyStore, deletedKeyBundle, deletedKeyItem, keyBundle, keyId, keyItem, nowSeconds, type CreateKeyRequest, type KeyVersion } from "./keystore.ts";
+import { checkUsable, decrypt, encrypt, sign, verify, type KeyOperation } from "./operations.ts";
+
+export interface VaultState {
+  keys: KeyStore;
+  certificates: CertificateStore;
+  tokens: TokenService;
+  faults: FaultInjector;
+  latencyMs: number;
+  identityHeader: string;
+}
+
+interface Reply {
+  status: number;
+  body?: unknown;
+  headers?: Record<string, string>;
+}
+
+const MAX_BODY_BYTES = 1 << 20;
+const PAGE_SIZE = 25;
+const API_VERSION = /^(7\.\d+(-preview(\.\d+)?)?|\d{4}-\d{2}-\d{2}(-preview(\.\d+)?)?)$/;
+const SERVICE_VERSION = "1.9.0.0-emulator";
+
+function readBody(req: IncomingMessage): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on("data", (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > MAX_BODY_BYTES) {
+        reject(badParameter("The request body is too large."));
+        req.destroy();
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on("end", () => resolve(Buffer.concat(chunks)));
+    req.on("error", reject);
+  });
+}
+
+function parseJson(raw: Buffer): Record<string, unknown> {
+  if (raw.length === 0) return {};
+  try {
+    const value: unknown = JSON.parse(raw.toString("utf8"));
+    if (value === null || typeof value !== "object" || Array.isArray(value)) throw new Error("not an object");
+    return value as Record<string, unknown>;
+  } catch {
+    throw badParameter("The request body is not a valid JSON object.");
+  }
+}
+
+function send(req: IncomingMessage, res: ServerResponse, reply: Reply): void {
+  if (res.destroyed || res.writableEnded) return;
+  const payload = reply.body === undefined ? "" : JSON.stringify(reply.body);
+  const headers: Record<string, string> = {
+    "Cache-Control": "no-cache",
+    Pragma: "no-cache",
+    Expires: "-1",
+    "Content-Length": String(Buffer.byteLength(payload)),
+    "x-ms-request-id": randomUUID(),
+    "x-ms-keyvault-service-version": SERVICE_VERSION,
+    "x-ms-keyvault-region": "emulator",
+    "X-Content-Type-Options": "nosniff",
+    ...reply.headers,
+  };
+  if (payload) headers["Content-Type"] = "application/json; charset=utf-8";
+  const clientRequestId = req.headers["x-ms-client-request-id"];
+  if (typeof clientRequestId === "string") headers["x-ms-client-request-id"] = clientRequestId;
+  res.writeHead(reply.status, headers);
+  res.end(payload);
+}
+
+const errorReply = (error: KeyVaultError): Reply => ({ status: error.status, body: error.body(), headers: error.headers });
+
+function decodeValue(body: Record<string, unknown>, field: string): Buffer {
+  const value = body[field];
+  if (typeof value !== "string") throw badParameter(`Property '${field}' is required and must be a base64url string.`);
+  if (!/^[A-Za-z0-9_\-+/]*={0,2}$/.test(value)) throw badParameter(`Property '${field}' is not valid base64url.`);
+  return Buffer.from(value, "base64url");
+}
+
+function optionalSeconds(value: unknown, field: string): number | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== "number" || !Number.isFinite(value)) throw badParameter(`Property 'attributes.${field}' must be a number of seconds since 1970.`);
+  return Math.floor(value);
+}
+
+function parseKeyOps(value: unknown): string[] | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (!Array.isArray(value) || value.some((op) => typeof op !== "string" || !(ALL_KEY_OPS as readonly string[]).includes(op))) {
+    throw badParameter(`Property 'key_ops' must be a list of: ${ALL_KEY_OPS.join(", ")}.`);
+  }
+  return [...new Set(value as string[])];
+}
+
+function parseTags(value: unknown): Record<string, string> | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== "object" || Array.isArray(value) || Object.values(value).some((v) => typeof v !== "string")) {
+    throw badParameter("Property 'tags' must map names to strings.");
+  }
+  return value as Record<string, string>;
+}
+
+function createRequestFromBody(body: Record<string, unknown>): CreateKeyRequest {
+  const kty = body.kty;
+  if (typeof kty !== "string" || !KEY_TYPES[kty]) throw badParameter(`Property 'kty' must be one of: ${Object.keys(KEY_TYPES).join(", ")}.`);
+  const attributes = (body.attributes ?? {}) as Record<string, unknown>;
+  const request: CreateKeyRequest = { kty };
+  if (body.key_size !== undefined) {
+    if (typeof body.key_size !== "number") throw badParameter("Property 'key_size' must be a number.");
+    request.keySize = body.key_size;
+  }
+  if (body.crv !== undefined) {
+    if (typeof body.crv !== "string") throw badParameter("Property 'crv' must be a string.");
+    request.curve = body.crv;
+  }
+  const keyOps = parseKeyOps(body.key_ops);
+  if (keyOps) request.keyOps = keyOps;
+  if (typeof attributes.enabled === "boolean") request.enabled = attributes.enabled;
+  const nbf = optionalSeconds(attributes.nbf, "nbf");
+  const exp = optionalSeconds(attributes.exp, "exp");
+  if (nbf !== undefined) request.nbf = nbf;
+  if (exp !== undefined) request.exp = exp;
+  const tags = parseTags(body.tags);
+  if (tags) request.tags = tags;
+  return request;
+}
+
+function applyUpdate(v: KeyVersion, body: Record<string, unknown>): void {
+  const keyOps = parseKeyOps(body.key_ops);
+  const attributes = body.attributes as Record<string, unknown> | undefined;
+  if (attributes !== undefined && (attributes === null || typeof attributes !== "object")) throw badParameter("Property 'attributes' must be an object.");
+  const tags = parseTags(body.tags);
+  const nbf = attributes ? optionalSeconds(attributes.nbf, "nbf") : undefined;
+  const exp = attributes ? optionalSeconds(attributes.exp, "exp") : undefined;
+  if (attributes && attributes.enabled !== undefined && typeof attributes.enabled !== "boolean") throw badParameter("Property 'attributes.enabled' must be a boolean.");
+  if (keyOps) v.keyOps = keyOps;
+  if (attributes && typeof attributes.enabled === "boolean") v.enabled = attributes.enabled;
+  if (nbf !== undefined) v.nbf = nbf;
+  if (exp !== undefined) v.exp = exp;
+  if (tags) v.tags = tags;
+  v.updated = nowSeconds();
+}
+
+/** Reads the $skiptoken of a list request: an opaque offset. */
+function skipOffset(url: URL): number {
+  const token = url.searchParams.get("$skiptoken");
+  if (!token) return 0;
+  try {
+    const offset = (JSON.parse(Buffer.from(token, "base64url").toString("utf8")) as { NextMarker?: number }).NextMarker;
+    if (typeof offset === "number" && Number.isInteger(offset) && offset >= 0) return offset;
+  } catch {
+    // fall through
+  }
+  throw badParameter("The $skiptoken is not valid.");
+}
+
+function page<T>(items: T[], url: URL, base: string, path: string, toJson: (item: T) => unknown): Reply {
+  const maxParam = url.searchParams.get("maxresults");
+  let max = PAGE_SIZE;
+  if (maxParam !== null) {
+    max = Number(maxParam);
+    if (!Number.isInteger(max) || max < 1 || max > PAGE_SIZE) throw badParameter(`Invalid maxresults: must be between 1 and ${PAGE_SIZE}.`);
+  }
+  const offset = skipOffset(url);
+  const slice = items.slice(offset, offset + max);
+  const body: Record<string, unknown> = { value: slice.map(toJson), nextLink: null };
+  if (offset + max < items.length) {
+    const token = Buffer.from(JSON.stringify({ NextMarker: offset + max, TargetLocation: 0 })).toString("base64url");
+    const apiVersion = encodeURIComponent(url.searchParams.get("api-version") ?? "");
+    body.nextLink = `${base}${path}?api-version=${apiVersion}&$skiptoken=${token}&maxresults=${max}`;
+  }
+  return { status: 200, body };
+}
+
+const CRYPTO_ROUTES: Record<string, KeyOperation> = {
+  sign: "sign",
+  verify: "verify",
+  encrypt: "encrypt",
+  decrypt: "decrypt",
+  wrapkey: "wrapKey",
+  unwrapkey: "unwrapKey",
+};
+
+function cryptoOperation(base: string, v: KeyVersion, op: KeyOperation, body: Record<string, unknown>): Reply {
+  checkUsable(v, op);
+  const kid = keyId(base, v);
+  switch (op) {
+    case "sign":
+      return { status: 200, body: { kid, value: sign(v, body.alg, decodeValue(body, "value")).toString("base64url") } };
+    case "verify":
+      return { status: 200, body: { value: verify(v, body.alg, decodeValue(body, "digest"), decodeValue(body, "value")) } };
+    case "encrypt":
+    case "wrapKey":
+      return { status: 200, body: { kid, value: encrypt(v, body.alg, decodeValue(body, "value"), op === "encrypt" ? "encrypt" : "wrapKey").toString("base64url") } };
+    case "decrypt":
+    case "unwrapKey":
+      return { status: 200, body: { kid, value: decrypt(v, body.alg, decodeValue(body, "value"), op === "decrypt" ? "encrypt" : "wrapKey").toString("base64url") } };
+  }
+}
+
+const methodNotAllowed = (): KeyVaultError => new KeyVaultError(405, "MethodNotAllowed", "The requested method is not allowed on this resource.");
+const notFound = (path: string): KeyVaultError => new KeyVaultError(404, "NotFound", `The requested resource ${path} was not found.`);
+
+async function route(state: VaultState, req: IncomingMessage, url: URL, base: string, segments: string[], raw: Buffer): Promise<Reply> {
+  const method = req.method ?? "GET";
+  const body = method === "POST" || method === "PATCH" || method === "PUT" ? parseJson(raw) : {};
+  const [collection, name, third, fourth, ...rest] = segments;
+  if (rest.length > 0) throw notFound(url.pathname);
+
+  if (collection === "keys") {
+    if (name === undefined || name === "") {
+      if (method !== "GET") throw methodNotAllowed();
+      const latest = state.keys.names().map((n) => state.keys.get(n));
+      return page(latest, url, base, "/keys", (v) => keyItem(base, v, false));
+    }
+    if (third === undefined) {
+      if (method === "GET") return { status: 200, body: keyBundle(base, state.keys.get(name)) };
+      if (method === "DELETE") return { status: 200, body: deletedKeyBundle(base, state.keys.delete(name)) };
+      throw methodNotAllowed();
+    }
+    if (fourth === undefined) {
+      if (third === "create") {
+        if (method !== "POST") throw methodNotAllowed();
+        return { status: 200, body: keyBundle(base, await state.keys.create(name, createRequestFromBody(body))) };
+      }
+      if (third === "rotate") {
+        if (method !== "POST") throw methodNotAllowed();
+        const latest = state.keys.get(name);
+        const m = latest.material;
+        const request: CreateKeyRequest = { kty: latest.kty, keyOps: [...latest.keyOps] };
+        if (m.modulusBits) request.keySize = m.modulusBits;
+        if (m.octKey) request.keySize = m.octKey.length * 8;
+        if (m.curve) request.curve = m.curve;
+        return { status: 200, body: keyBundle(base, await state.keys.create(name, request)) };
+      }
+      if (third === "versions") {
+        if (method !== "GET") throw methodNotAllowed();
+        return page(state.keys.versions(name), url, base, `/keys/${name}/versions`, (v) => keyItem(base, v, true));
+      }
+      // /keys/{name}/{version}; an empty version (a trailing slash) means the latest.
+      const v = state.keys.get(name, third);
+      if (method === "GET") return { status: 200, body: keyBundle(base, v) };
+      if (method === "PATCH") {
+        applyUpdate(v, body);
+        return { status: 200, body: keyBundle(base, v) };
+      }
+      throw methodNotAllowed();
+    }
+    const op = CRYPTO_ROUTES[fourth];
+    if (!op) throw notFound(url.pathname);
+    if (method !== "POST") throw methodNotAllowed();
+    return cryptoOperation(base, state.keys.get(name, third), op, body);
+  }
+
+  if (collection === "deletedkeys") {
+    if (name === undefined || name === "") {
+      if (method !== "GET") throw methodNotAllowed();
+      return page(state.keys.deletedNames(), url, base, "/deletedkeys", (n) => deletedKeyItem(base, state.keys.getDeleted(n)));
+    }
+    if (third === undefined) {
+      if (method === "GET") return { status: 200, body: deletedKeyBundle(base, state.keys.getDeleted(name)) };
+      if (method === "DELETE") {
+        state.keys.purge(name);
+        return { status: 204 };
+      }
+      throw methodNotAllowed();
+    }
+    if (third === "recover" && fourth === undefined) {
+      if (method !== "POST") throw methodNotAllowed();
+      return { status: 200, body: keyBundle(base, state.keys.recover(name)) };
+    }
+    throw notFound(url.pathname);
+  }
+
+  if (collection === "certificates") {
+    if (method !== "GET") throw methodNotAllowed();
+    if (name === undefined || name === "") {
+      const latest = state.certificates.names().map((n) => state.certificates.get(n));
+      return page(latest, url, base, "/certificates", (c) => certificateItem(base, c, false));
+    }
+    if (fourth !== undefined) throw notFound(url.pathname);
+    if (third === "versions") {
+      return page(state.certificates.versions(name), url, base, `/certificates/${name}/versions`, (c) => certificateItem(base, c, true));
+    }
+    const cert = state.certificates.get(name, third);
+    return { status: 200, body: certificateBundle(base, cert, !third) };
+  }
+
+  if (collection === "rng" && name === undefined) {
+    if (method !== "POST") throw methodNotAllowed();
+    const count = body.count;
+    if (typeof count !== "number" || !Number.isInteger(count) || count < 1 || count > 128) {
+      throw badParameter("GetRandomBytesRequest: count cannot be greater than 128 or less than 1");
+    }
+    return { status: 200, body: { value: randomBytes(count).toString("base64url") } };
+  }
+
+  throw notFound(url.pathname);
+}
+
+// ---- Entra ID (login.microsoftonline.com) look-alike ----
+
+function oauthError(status: number, error: string, code: number, description: string): Reply {
+  return {
+    status,
+    body: { error, error_description: `AADSTS${code}: ${description}`, error_codes: [code], timestamp: new Date().toISOString(), trace_id: randomUUID(), correlation_id: randomUUID() },
+  };
+}
+
+function clientCredentialsToken(state: VaultState, raw: Buffer, contentType: string | undefined): Reply {
+  if (!contentType?.startsWith("application/x-www-form-urlencoded")) {
+    return oauthError(400, "invalid_request", 900144, "The request body must be application/x-www-form-urlencoded.");
+  }
+  const form = new URLSearchParams(raw.toString("utf8"));
+  const grantType = form.get("grant_type");
+  if (grantType !== "client_credentials") {
+    return oauthError(400, "unsupported_grant_type", 70003, `The app requested an unsupported grant type '${grantType ?? ""}'.`);
+  }
+  const clientId = form.get("client_id");
+  if (!clientId) return oauthError(400, "invalid_request", 900144, "The request body must contain the following parameter: 'client_id'.");
+  if (!form.get("client_secret") && !form.get("client_assertion")) {
+    return oauthError(401, "invalid_client", 7000215, "Invalid client secret provided. A client secret or client assertion is required.");
+  }
+  const scope = form.get("scope");
+  if (!scope) return oauthError(400, "invalid_request", 900144, "The request body must contain the following parameter: 'scope'.");
+  const resourceScope = scope.split(" ").find((s) => s.endsWith("/.default"));
+  if (!resourceScope) return oauthError(400, "invalid_scope", 1002012, `The provided value for scope ${scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier.`);
+  const token = state.tokens.issue(resourceFromScope(resourceScope), clientId);
+  const expiresIn = token.expiresOn - Math.floor(Date.now() / 1000);
+  return { status: 200, body: { token_type: "Bearer", expires_in: expiresIn, ext_expires_in: expiresIn, access_token: token.accessToken } };
+}
+
+function openIdConfiguration(base: string, tenant: string): Reply {
+  const root = `${base}/${tenant}`;
+  return {
+    status: 200,
+    body: {
+      token_endpoint: `${root}/oauth2/v2.0/token`,
+      token_endpoint_auth_methods_supported: ["client_secret_post", "private_key_jwt", "client_secret_basic"],
+      jwks_uri: `${root}/discovery/v2.0/keys`,
+      response_modes_supported: ["query", "fragment", "form_post"],
+      subject_types_supported: ["pairwise"],
+      id_token_signing_alg_values_supported: ["RS256"],
+      response_types_supported: ["code", "id_token", "code id_token", "id_token token"],
+      scopes_supported: ["openid", "profile", "email", "offline_access"],
+      issuer: `${root}/v2.0`,
+      request_uri_parameter_supported: false,
+      userinfo_endpoint: `${root}/openid/userinfo`,
+      authorization_endpoint: `${root}/oauth2/v2.0/authorize`,
+      device_authorization_endpoint: `${root}/oauth2/v2.0/devicecode`,
+      http_logout_supported: true,
+      frontchannel_logout_supported: true,
+      end_session_endpoint: `${root}/oauth2/v2.0/logout`,
+      claims_supported: ["sub", "iss", "aud", "exp", "iat", "nbf", "tid", "oid"],
+      tenant_region_scope: null,
+      cloud_instance_name: "emulator",
+      cloud_graph_host_name: "graph.windows.net",
+      msgraph_host: "graph.microsoft.com",
+      rbac_url: "https://pas.windows.net",
+    },
+  };
+}
+
+function instanceDiscovery(base: string, url: URL): Reply {
+  let host = new URL(base).host;
+  const endpoint = url.searchParams.get("authorization_endpoint");
+  if (endpoint) {
+    try {
+      host = new URL(endpoint).host;
+    } catch {
+      // keep our own host
+    }
+  }
+  return {
+    status: 200,
+    body: {
+      tenant_discovery_endpoint: `${base}/common/v2.0/.well-known/openid-configuration`,
+      "api-version": "1.1",
+      metadata: [{ preferred_network: host, preferred_cache: host, aliases: [host] }],
+    },
+  };
+}
+
+const DATA_PLANE_COLLECTIONS = new Set(["keys", "deletedkeys", "certificates", "deletedcertificates", "secrets", "deletedsecrets", "rng"]);
+
+/** Answers the identity-provider paths, or returns undefined for data-plane paths. */
+async function identityProvider(state: VaultState, req: IncomingMessage, url: URL, base: string, segments: string[]): Promise<Reply | undefined> {
+  const [tenant, a, b, c, d] = segments;
+  if (!tenant || DATA_PLANE_COLLECTIONS.has(tenant)) return undefined;
+  if (a === "oauth2" && b === "v2.0" && c === "token" && d === undefined) {
+    if (req.method !== "POST") return oauthError(405, "invalid_request", 900561, "The endpoint only accepts POST requests.");
+    return clientCredentialsToken(state, await readBody(req), req.headers["content-type"]);
+  }
+  if (a === "v2.0" && b === ".well-known" && c === "openid-configuration" && d === undefined) return openIdConfiguration(base, tenant);
+  if (a === ".well-known" && b === "openid-configuration" && c === undefined) return openIdConfiguration(base, tenant);
+  if (a === "discovery" && b === "instance" && c === undefined) return instanceDiscovery(base, url);
+  if (a === "discovery" && b === "v2.0" && c === "keys" && d === undefined) return { status: 200, body: { keys: [] } };
+  return undefined;
+}
+
+export function createHttpsHandler(state: VaultState): (req: IncomingMessage, res: ServerResponse) => void {
+  return (req, res) => {
+    const started = performance.now();
+    void (async () => {
+      let reply: Reply;
+      const host = req.headers.host ?? "127.0.0.1";
+      const base = `https://${host}`;
+      const url = new URL(req.url ?? "/", base);
+      let segments: string[];
+      try {
+        segments = url.pathname.split("/").slice(1).map((s) => decodeURIComponent(s));
+      } catch {
+        send(req, res, errorReply(badParameter("The request URI is not valid.")));
+        return;
+      }
+      try {
+        const identity = await identityProvider(state, req, url, base, segments);
+        if (identity) {
+          send(req, res, identity);
+          log.debug(`emulator: ${req.method} ${url.pathname} -> ${identity.status}`);
+          return;
+        }
+        const fault = state.faults.next();
+        if (fault === "drop") {
+          log.debug(`emulator: ${req.method} ${url.pathname} -> dropped connection (injected)`);
+          req.socket.destroy();
+          return;
+        }
+        if (fault === "throttle") {
+          reply = {
+            status: 429,
+            body: new KeyVaultError(429, "Throttled", "Request was not processed because too many requests were received. Reason: VaultRequestTypeLimitReached").body(),
+            headers: { "Retry-After": String(state.faults.retryAfterSeconds) },
+          };
+        } else if (fault === "unavailable") {
+          reply = { status: 503, body: new KeyVaultError(503, "ServiceUnavailable", "The service is temporarily unavailable. Please retry later.").body() };
+        } else {
+          const raw = await readBody(req);
+          state.tokens.verify(req.headers.authorization);
+          const apiVersion = url.searchParams.get("api-version");
+          if (!apiVersion) throw badParameter("The 'api-version' query parameter is missing.");
+          if (!API_VERSION.test(apiVersion)) throw badParameter(`The specified version (${apiVersion}) is not recognized. Consider using the latest supported version (2025-07-01).`);
+          reply = await route(state, req, url, base, segments, raw);
+        }
+      } catch (error) {
+        if (error instanceof KeyVaultError) {
+          reply = errorReply(error);
+        } else {
+          log.error(`emulator: ${req.method} ${url.pathname}: ${error instanceof Error ? error.stack ?? error.message : String(error)}`);
+          reply = errorReply(new KeyVaultError(500, "InternalServerError", "The emulator failed to process the request."));
+        }
+      }
+      if (state.latencyMs > 0) await delay(state.latencyMs);
+      send(req, res, reply);
+      log.debug(`emulator: ${req.method} ${url.pathname} -> ${reply.status} (${(performance.now() - started).toFixed(1)} ms)`);
+    })().catch((error: unknown) => {
+      log.error(`emulator: request handling failed: ${error instanceof Error ? error.message : String(error)}`);
+      if (!res.headersSent) res.destroy();
+    });
+  };
+}
+
+// ---- App Service managed identity (IDENTITY_ENDPOINT / IDENTITY_HEADER), plain HTTP on loopback ----
+
+export const IDENTITY_PATH = "/msi/token";
+
+export function createIdentityHandler(state: VaultState): (req: IncomingMessage, res: ServerResponse) => void {
+  return (req, res) => {
+    const url = new URL(req.url ?? "/", "http://127.0.0.1");
+    const reply = ((): Reply => {
+      if (url.pathname !== IDENTITY_PATH) return { status: 404, body: { statusCode: 404, message: `No endpoint at ${url.pathname}; use ${IDENTITY_PATH}.` } };
+      if (req.method !== "GET") return { status: 405, body: { statusCode: 405, message: "Only GET is supported." } };
+      const header = req.headers["x-identity-header"];
+      if (typeof header !== "string" || header !== state.identityHeader) {
+        return { status: 401, body: { statusCode: 401, message: "The X-IDENTITY-HEADER header is missing or does not match IDENTITY_HEADER." } };
+      }
+      const apiVersion = url.searchParams.get("api-version");
+      if (apiVersion !== "2019-08-01") return { status: 400, body: { statusCode: 400, message: `Unsupported api-version '${apiVersion ?? ""}'; use 2019-08-01.` } };
+      const resource = url.searchParams.get("resource");
+      if (!resource) return { status: 400, body: { statusCode: 400, message: "The 'resource' query parameter is required." } };
+      const clientId = url.searchParams.get("client_id") ?? state.tokens.principalId;
+      const token = state.tokens.issue(resourceFromScope(resource), clientId);
+      return {
+        status: 200,
+        body: { access_token: token.accessToken, expires_on: String(token.expiresOn), resource, token_type: "Bearer", client_id: clientId },
+      };
+    })();
+    req.resume();
+    send(req, res, reply);
+    log.debug(`emulator identity: ${req.method} ${url.pathname} -> ${reply.status}`);
+  };
+}
