@@ -3,7 +3,8 @@
 import test from "ava";
 import { createHash, verify } from "node:crypto";
 import pkcs11js from "pkcs11js";
-import { signMultiPart, signOnce, startModuleFixture, verifyRv, type ModuleFixture } from "./harness.ts";
+import { p521 } from "@noble/curves/nist";
+import { rvOf, signMultiPart, signOnce, startModuleFixture, verifyRv, type ModuleFixture } from "./harness.ts";
 
 const KEYS = [
   { name: "p256", fieldBytes: 32 },
@@ -55,3 +56,19 @@ for (const { name, fieldBytes } of KEYS) {
     });
   }
 }
+
+test("P-521: a digest longer than the order is cut to its leftmost 521 bits, or refused when that cannot fit ES512", (t) => {
+  const key = fixture.key("p521");
+  const uncompressed = Buffer.concat([
+    Buffer.from([4]),
+    Buffer.from(Buffer.from(key.jwk.x!, "base64url").toString("hex").padStart(132, "0"), "hex"),
+    Buffer.from(Buffer.from(key.jwk.y!, "base64url").toString("hex").padStart(132, "0"), "hex"),
+  ]);
+  // 66 bytes whose leftmost 521 bits fit in 512 bits: the vault signs them and the signature verifies for the
+  // full digest under ECDSA's own truncation rule (checked by @noble/curves, not by the module's signing path).
+  const fits = Buffer.concat([Buffer.alloc(2), Buffer.alloc(64, 0xa5)]);
+  const signature = signOnce(fixture, "p521", { mechanism: pkcs11js.CKM_ECDSA }, fits);
+  t.true(p521.verify(signature, fits, uncompressed, { prehash: false, lowS: false, format: "compact" }));
+  const tooBig = Buffer.alloc(66, 0xff);
+  t.is(rvOf(() => signOnce(fixture, "p521", { mechanism: pkcs11js.CKM_ECDSA }, tooBig)), pkcs11js.CKR_DATA_LEN_RANGE);
+});
