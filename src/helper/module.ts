@@ -69,6 +69,7 @@ export class Pkcs11Module {
       log.error(`unsupported sizeof(CK_ULONG) ${ulongSize}`);
       throw new Pkcs11Error(CKR.GENERAL_ERROR);
     }
+    const started = performance.now();
     let config;
     try {
       config = loadConfig();
@@ -79,7 +80,9 @@ export class Pkcs11Module {
       }
       throw error;
     }
+    const configured = performance.now();
     const backend = createVaultBackend(config);
+    const backendReady = performance.now();
     let slots;
     try {
       slots = await discoverSlots(config, backend);
@@ -93,7 +96,10 @@ export class Pkcs11Module {
     for (const token of tokens) token.prefetch();
     const operations = new Operations(backend, ulongSize);
     this.state = { ulongSize, backend, tokens, sessions: new SessionTable(), operations };
-    log.debug(`initialized: ${tokens.length} token(s), sizeof(CK_ULONG) = ${ulongSize}`);
+    log.debug(
+      `initialized: ${tokens.length} token(s), sizeof(CK_ULONG) = ${ulongSize}; config ${(configured - started).toFixed(1)} ms, ` +
+        `backend ${(backendReady - configured).toFixed(1)} ms, slots ${(performance.now() - backendReady).toFixed(1)} ms`,
+    );
   }
 
   async finalize(): Promise<void> {
