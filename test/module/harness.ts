@@ -107,6 +107,8 @@ export interface FixtureOptions {
   extraSlots?: Array<Record<string, unknown>>;
   /** Called before C_Initialize, e.g. to create keys with special key_ops. */
   prepare?: (emulator: RunningEmulator, fixture: Pick<ModuleFixture, "vaultPost">) => Promise<string[]>;
+  /** Write a config without slots and set AZURE_KEYVAULT_URL, so that the module lists the vault's keys. */
+  discover?: boolean;
   /** Leave C_Initialize to the test. */
   skipInitialize?: boolean;
 }
@@ -168,7 +170,7 @@ export async function startModuleFixture(options: FixtureOptions): Promise<Modul
   );
   slots.push(...(options.extraSlots ?? []).map((slot) => ({ vault_url: emulator.url, ...slot })));
   const configPath = path.join(dir, "config.json");
-  await writeFile(configPath, JSON.stringify({ slots }, null, 2));
+  await writeFile(configPath, JSON.stringify(options.discover ? {} : { slots }, null, 2));
 
   // The module's helper inherits this process's environment.
   process.env.IDENTITY_ENDPOINT = emulator.identityEndpoint;
@@ -176,7 +178,9 @@ export async function startModuleFixture(options: FixtureOptions): Promise<Modul
   process.env.NODE_EXTRA_CA_CERTS = emulator.caFile;
   process.env.AZURE_KEYVAULT_PKCS11_CONFIG = configPath;
   process.env.HOME = dir;
-  delete process.env.AZURE_KEYVAULT_URL;
+  if (options.discover) process.env.AZURE_KEYVAULT_URL = emulator.url;
+  else delete process.env.AZURE_KEYVAULT_URL;
+  if (options.discover) names.sort();
 
   const pkcs11 = new PKCS11();
   pkcs11.load(modulePath);
