@@ -25,11 +25,13 @@ const SIGN_VERIFY = CKF.HW | CKF.SIGN | CKF.VERIFY;
 const EC_FLAGS = SIGN_VERIFY | CKF.EC_F_P | CKF.EC_NAMEDCURVE | CKF.EC_UNCOMPRESS;
 const DIGEST = { family: "digest", flags: CKF.DIGEST, minKeyBits: 0, maxKeyBits: 0 } as const;
 
+// The order is C_GetMechanismList's. Hash-and-sign comes first: `pkcs11-tool --test` signs with the first
+// CKF_HW|CKF_SIGN mechanism and, for CKM_RSA_PKCS, feeds it a SHA-1 DigestInfo, which Key Vault cannot sign.
 export const MECHANISMS: readonly MechanismSpec[] = [
-  { type: CKM.RSA_PKCS, family: "rsa-pkcs1", ...RSA, flags: SIGN_VERIFY | CKF.ENCRYPT | CKF.DECRYPT },
   { type: CKM.SHA256_RSA_PKCS, family: "rsa-pkcs1", hash: "sha256", ...RSA, flags: SIGN_VERIFY },
   { type: CKM.SHA384_RSA_PKCS, family: "rsa-pkcs1", hash: "sha384", ...RSA, flags: SIGN_VERIFY },
   { type: CKM.SHA512_RSA_PKCS, family: "rsa-pkcs1", hash: "sha512", ...RSA, flags: SIGN_VERIFY },
+  { type: CKM.RSA_PKCS, family: "rsa-pkcs1", ...RSA, flags: SIGN_VERIFY | CKF.ENCRYPT | CKF.DECRYPT },
   { type: CKM.RSA_PKCS_PSS, family: "rsa-pss", ...RSA, flags: SIGN_VERIFY },
   { type: CKM.SHA256_RSA_PKCS_PSS, family: "rsa-pss", hash: "sha256", ...RSA, flags: SIGN_VERIFY },
   { type: CKM.SHA384_RSA_PKCS_PSS, family: "rsa-pss", hash: "sha384", ...RSA, flags: SIGN_VERIFY },
