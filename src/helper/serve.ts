@@ -1,7 +1,7 @@
 // Serves the module link: reads request frames, runs each as its own async task and answers it when done, in
 // any order, so that many host threads can wait on the vault at once (docs/protocol.md).
 import type { Socket } from "node:net";
-import { log } from "../log/log.ts";
+import { isDebug, log } from "../log/log.ts";
 import { Reader, ProtocolError } from "../protocol/codec.ts";
 import { FrameReader, replyWriter, sealReply, type RequestFrame } from "../protocol/frames.ts";
 import { FunctionId } from "../protocol/functions.ts";
@@ -65,7 +65,7 @@ export function serve(socket: Socket, module = new Pkcs11Module(), exit: (code: 
       log.error(`${handler.name}: cannot encode the reply: ${describe(error)}`);
       rv = CKR.GENERAL_ERROR;
     }
-    log.debug(`${handler.name} -> ${rvName(rv)} (${(performance.now() - started).toFixed(2)} ms)`);
+    if (isDebug()) log.debug(`${handler.name} -> ${rvName(rv)} (${(performance.now() - started).toFixed(2)} ms)`);
     send(sealReply(writer, frame.id, rv));
     if (frame.functionId === FunctionId.C_Finalize && rv === CKR.OK) {
       // The shim waits for this reply, then for our exit.

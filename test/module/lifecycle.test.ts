@@ -2,7 +2,7 @@
 // finalizes and initializes again, which starts a new helper.
 import test from "ava";
 import { verify } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import pkcs11js from "pkcs11js";
 import { childPids, rvOf, signOnce, startModuleFixture, type ModuleFixture } from "./harness.ts";
 
@@ -60,4 +60,19 @@ test.serial("a killed helper gives CKR_DEVICE_ERROR; finalize + initialize recov
   pkcs11.C_Initialize();
   t.true(signsAndVerifies());
   t.not(helperPids()[0], pid);
+});
+
+test.serial("a bad config fails C_Initialize with CKR_GENERAL_ERROR; a fixed one initializes", async (t) => {
+  const { pkcs11 } = fixture;
+  pkcs11.C_Finalize();
+  const good = readFileSync(fixture.configPath, "utf8");
+  writeFileSync(fixture.configPath, '{"slots": [{"label": "no key name"}]}');
+  try {
+    t.is(rvOf(() => pkcs11.C_Initialize()), pkcs11js.CKR_GENERAL_ERROR);
+    t.is(rvOf(() => pkcs11.C_GetSlotList(true)), pkcs11js.CKR_CRYPTOKI_NOT_INITIALIZED);
+  } finally {
+    writeFileSync(fixture.configPath, good);
+  }
+  pkcs11.C_Initialize();
+  t.true(signsAndVerifies());
 });
