@@ -32,6 +32,7 @@ export function startEmulator(options: EmulatorOptions): Promise<RunningEmulator
   const bootstrap = `import("tsx/esm/api").then((tsx) => { tsx.register(); return import(${JSON.stringify(entry)}); });`;
   const worker = new Worker(bootstrap, { eval: true, workerData: options });
   let nextId = 1;
+  let closing: Promise<void> | undefined;
   const pending = new Map<number, { resolve: () => void; reject: (error: Error) => void }>();
   const call = (message: Record<string, unknown>): Promise<void> =>
     new Promise((resolve, reject) => {
@@ -46,10 +47,11 @@ export function startEmulator(options: EmulatorOptions): Promise<RunningEmulator
         resolve({
           ...message.info!,
           addKey: (spec, addOptions) => call({ type: "addKey", spec, certificate: addOptions?.certificate }),
-          close: async () => {
-            await call({ type: "close" });
-            await worker.terminate();
-          },
+          close: () =>
+            (closing ??= (async () => {
+              await call({ type: "close" });
+              await worker.terminate();
+            })()),
         });
       } else if (message.type === "done") {
         const waiter = pending.get(message.id!);
@@ -95,6 +97,7 @@ export interface ModuleFixture {
   /** GET on the emulator's data plane with a managed-identity token. */
   vaultGet(pathAndQuery: string): Promise<{ status: number; body: unknown }>;
   vaultPost(pathAndQuery: string, body: unknown): Promise<{ status: number; body: unknown }>;
+  vaultRequest(method: string, pathAndQuery: string, body?: unknown): Promise<{ status: number; body: unknown }>;
   close(): Promise<void>;
 }
 
@@ -212,6 +215,7 @@ export async function startModuleFixture(options: FixtureOptions): Promise<Modul
     },
     vaultGet,
     vaultPost,
+    vaultRequest: (method, pathAndQuery, body) => vaultCall(emulator, token, method, pathAndQuery, body),
     async close(): Promise<void> {
       try {
         pkcs11.C_Finalize();
