@@ -102,15 +102,10 @@ export class Pkcs11Module {
     );
   }
 
-  async finalize(): Promise<void> {
-    const state = this.initialized;
-    state.sessions.clear();
+  /** The helper exits right after replying (src/helper/serve.ts), which closes the vault connections. */
+  finalize(): void {
+    this.initialized.sessions.clear();
     this.state = undefined;
-  }
-
-  /** Closes the vault connections; called once the C_Finalize reply is on its way. */
-  closeBackend(state: InitializedState | undefined): Promise<void> {
-    return state ? state.backend.close() : Promise.resolve();
   }
 
   token(slotId: number): Token {
