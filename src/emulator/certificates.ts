@@ -4,7 +4,7 @@
 import { createHash, randomBytes, sign as signMessage, type webcrypto } from "node:crypto";
 import * as x509 from "@peculiar/x509";
 import { certificateNotFound } from "./errors.ts";
-import type { KeyVersion } from "./keystore.ts";
+import { byLowerCaseName, type KeyVersion } from "./keystore.ts";
 
 export interface CertificateVersion {
   name: string;
@@ -96,7 +96,7 @@ export class CertificateStore {
   }
 
   names(): string[] {
-    return [...this.certificates.keys()].sort((a, b) => a.toLowerCase().localeCompare(b.toLowerCase()));
+    return [...this.certificates.keys()].sort(byLowerCaseName);
   }
 }
 

@@ -178,7 +178,7 @@ export class KeyStore {
 
   /** Names in the order the service lists them. */
   names(): string[] {
-    return [...this.keys.keys()].sort((a, b) => a.toLowerCase().localeCompare(b.toLowerCase()));
+    return [...this.keys.keys()].sort(byLowerCaseName);
   }
 
   versions(name: string): KeyVersion[] {
@@ -204,7 +204,7 @@ export class KeyStore {
   }
 
   deletedNames(): string[] {
-    return [...this.deleted.keys()].sort((a, b) => a.toLowerCase().localeCompare(b.toLowerCase()));
+    return [...this.deleted.keys()].sort(byLowerCaseName);
   }
 
   purge(name: string): void {
@@ -266,4 +266,11 @@ export function deletedKeyItem(base: string, d: { latest: KeyVersion; deletedDat
     scheduledPurgeDate: d.scheduledPurgeDate,
     ...keyItem(base, d.latest, false),
   };
+}
+
+/** Code-point order of lower-cased names: the order lists use, and the order their $skiptoken markers compare in. */
+export function byLowerCaseName(a: string, b: string): number {
+  const x = a.toLowerCase();
+  const y = b.toLowerCase();
+  return x < y ? -1 : x > y ? 1 : 0;
 }

@@ -155,36 +155,44 @@ function applyUpdate(v: KeyVersion, body: Record<string, unknown>): void {
   v.updated = nowSeconds();
 }
 
-/** Reads the $skiptoken of a list request: an opaque offset. */
-function skipOffset(url: URL): number {
+/** Reads the $skiptoken of a list request: the sort key of the last item already returned. */
+function skipMarker(url: URL): string | undefined {
   const token = url.searchParams.get("$skiptoken");
-  if (!token) return 0;
+  if (!token) return undefined;
   try {
-    const offset = (JSON.parse(Buffer.from(token, "base64url").toString("utf8")) as { NextMarker?: number }).NextMarker;
-    if (typeof offset === "number" && Number.isInteger(offset) && offset >= 0) return offset;
+    const marker = (JSON.parse(Buffer.from(token, "base64url").toString("utf8")) as { NextMarker?: unknown }).NextMarker;
+    if (typeof marker === "string") return marker;
   } catch {
     // fall through
   }
   throw badParameter("The $skiptoken is not valid.");
 }
 
-function page<T>(items: T[], url: URL, base: string, path: string, toJson: (item: T) => unknown): Reply {
+/**
+ * One page of a list. `items` are sorted by `sortKey`; the next page resumes after the last key returned, so keys
+ * created or deleted between pages neither repeat nor shift other items.
+ */
+function page<T>(items: T[], sortKey: (item: T) => string, url: URL, base: string, path: string, toJson: (item: T) => unknown): Reply {
   const maxParam = url.searchParams.get("maxresults");
   let max = PAGE_SIZE;
   if (maxParam !== null) {
     max = Number(maxParam);
     if (!Number.isInteger(max) || max < 1 || max > PAGE_SIZE) throw badParameter(`Invalid maxresults: must be between 1 and ${PAGE_SIZE}.`);
   }
-  const offset = skipOffset(url);
-  const slice = items.slice(offset, offset + max);
+  const marker = skipMarker(url);
+  const remaining = marker === undefined ? items : items.filter((item) => sortKey(item) > marker);
+  const slice = remaining.slice(0, max);
   const body: Record<string, unknown> = { value: slice.map(toJson), nextLink: null };
-  if (offset + max < items.length) {
-    const token = Buffer.from(JSON.stringify({ NextMarker: offset + max, TargetLocation: 0 })).toString("base64url");
+  if (remaining.length > max) {
+    const token = Buffer.from(JSON.stringify({ NextMarker: sortKey(slice[slice.length - 1]!), TargetLocation: 0 })).toString("base64url");
     const apiVersion = encodeURIComponent(url.searchParams.get("api-version") ?? "");
     body.nextLink = `${base}${path}?api-version=${apiVersion}&$skiptoken=${token}&maxresults=${max}`;
   }
   return { status: 200, body };
 }
+
+const byName = (item: { name: string }): string => item.name.toLowerCase();
+const byPosition = <T>(items: T[]): ((item: T) => string) => (item) => String(items.indexOf(item)).padStart(10, "0");
 
 const CRYPTO_ROUTES: Record<string, KeyOperation> = {
   sign: "sign",
@@ -225,7 +233,7 @@ async function route(state: VaultState, req: IncomingMessage, url: URL, base: st
     if (name === undefined || name === "") {
       if (method !== "GET") throw methodNotAllowed();
       const latest = state.keys.names().map((n) => state.keys.get(n));
-      return page(latest, url, base, "/keys", (v) => keyItem(base, v, false));
+      return page(latest, byName, url, base, "/keys", (v) => keyItem(base, v, false));
     }
     if (third === undefined) {
       if (method === "GET") return { status: 200, body: keyBundle(base, state.keys.get(name)) };
@@ -249,7 +257,8 @@ async function route(state: VaultState, req: IncomingMessage, url: URL, base: st
       }
       if (third === "versions") {
         if (method !== "GET") throw methodNotAllowed();
-        return page(state.keys.versions(name), url, base, `/keys/${name}/versions`, (v) => keyItem(base, v, true));
+        const versions = state.keys.versions(name);
+        return page(versions, byPosition(versions), url, base, `/keys/${name}/versions`, (v) => keyItem(base, v, true));
       }
       // /keys/{name}/{version}; an empty version (a trailing slash) means the latest.
       const v = state.keys.get(name, third);
@@ -269,7 +278,7 @@ async function route(state: VaultState, req: IncomingMessage, url: URL, base: st
   if (collection === "deletedkeys") {
     if (name === undefined || name === "") {
       if (method !== "GET") throw methodNotAllowed();
-      return page(state.keys.deletedNames(), url, base, "/deletedkeys", (n) => deletedKeyItem(base, state.keys.getDeleted(n)));
+      return page(state.keys.deletedNames(), (n) => n.toLowerCase(), url, base, "/deletedkeys", (n) => deletedKeyItem(base, state.keys.getDeleted(n)));
     }
     if (third === undefined) {
       if (method === "GET") return { status: 200, body: deletedKeyBundle(base, state.keys.getDeleted(name)) };
@@ -290,11 +299,12 @@ async function route(state: VaultState, req: IncomingMessage, url: URL, base: st
     if (method !== "GET") throw methodNotAllowed();
     if (name === undefined || name === "") {
       const latest = state.certificates.names().map((n) => state.certificates.get(n));
-      return page(latest, url, base, "/certificates", (c) => certificateItem(base, c, false));
+      return page(latest, byName, url, base, "/certificates", (c) => certificateItem(base, c, false));
     }
     if (fourth !== undefined) throw notFound(url.pathname);
     if (third === "versions") {
-      return page(state.certificates.versions(name), url, base, `/certificates/${name}/versions`, (c) => certificateItem(base, c, true));
+      const versions = state.certificates.versions(name);
+      return page(versions, byPosition(versions), url, base, `/certificates/${name}/versions`, (c) => certificateItem(base, c, true));
     }
     const cert = state.certificates.get(name, third);
     return { status: 200, body: certificateBundle(base, cert, !third) };
