@@ -66,6 +66,10 @@ static int build_file_actions(posix_spawn_file_actions_t *actions, int child_end
   if (rc == 0) rc = posix_spawn_file_actions_addopen(actions, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
   if (rc == 0 && !std_fd_is_open(STDERR_FILENO)) {
     rc = posix_spawn_file_actions_addopen(actions, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
+  } else if (rc == 0) {
+    /* Node hosts mark fd 2 close-on-exec; dup2 onto itself clears the flag in the child (POSIX 2024,
+     * glibc >= 2.29), so the helper's log lines reach the host's stderr instead of vanishing. */
+    rc = posix_spawn_file_actions_adddup2(actions, STDERR_FILENO, STDERR_FILENO);
   }
   if (rc == 0) rc = posix_spawn_file_actions_addclosefrom_np(actions, HELPER_FD + 1);
   if (rc != 0) posix_spawn_file_actions_destroy(actions);
