@@ -24,10 +24,12 @@ export const CURVES: Record<string, { openssl: string; coordinateBytes: number }
 
 export interface SignAlgorithmInfo {
   family: "RSA" | "EC";
-  /** node:crypto hash name; the digest the client sends must be this hash's length. */
-  hash: "sha256" | "sha384" | "sha512";
-  digestLength: number;
-  padding?: "pkcs1" | "pss";
+  /** node:crypto hash name; the digest the client sends must be this hash's length. Absent for RSNULL. */
+  hash?: "sha256" | "sha384" | "sha512";
+  /** Exact digest length, or for RSNULL the bytes the PKCS#1 type 1 block leaves free (modulus - 11). */
+  digestLength: number | "pkcs1-payload";
+  /** "pkcs1-raw" is RSNULL: PKCS#1 v1.5 type 1 padding around the caller's bytes, with no DigestInfo added. */
+  padding?: "pkcs1" | "pss" | "pkcs1-raw";
   /** ECDSA algorithms are tied to one curve. */
   curve?: string;
 }
@@ -36,6 +38,8 @@ export const SIGN_ALGORITHMS: Record<string, SignAlgorithmInfo> = {
   RS256: { family: "RSA", hash: "sha256", digestLength: 32, padding: "pkcs1" },
   RS384: { family: "RSA", hash: "sha384", digestLength: 48, padding: "pkcs1" },
   RS512: { family: "RSA", hash: "sha512", digestLength: 64, padding: "pkcs1" },
+  // RSNULL (RFC 2437 signing of caller-formatted data, e.g. a SHA-1 DigestInfo or TLS 1.0's MD5+SHA-1).
+  RSNULL: { family: "RSA", digestLength: "pkcs1-payload", padding: "pkcs1-raw" },
   PS256: { family: "RSA", hash: "sha256", digestLength: 32, padding: "pss" },
   PS384: { family: "RSA", hash: "sha384", digestLength: 48, padding: "pss" },
   PS512: { family: "RSA", hash: "sha512", digestLength: 64, padding: "pss" },

@@ -145,6 +145,7 @@ export function certificateBundle(base: string, c: CertificateVersion, withPolic
     sid: `${base}/secrets/${c.name}/${c.version}`,
     x5t: x5t(c),
     cer: c.der.toString("base64"),
+    contentType: "application/x-pkcs12",
     attributes: certificateAttributes(c),
   };
   if (withPolicy) bundle.policy = certificatePolicy(base, c);

@@ -22,7 +22,7 @@ export function warmUpCurves(curves: string[]): void {
 }
 
 // DER prefix of DigestInfo { AlgorithmIdentifier(hash, NULL), OCTET STRING digest } for RSASSA-PKCS1-v1_5.
-const DIGEST_INFO_PREFIX: Record<SignAlgorithmInfo["hash"], Buffer> = {
+const DIGEST_INFO_PREFIX: Record<NonNullable<SignAlgorithmInfo["hash"]>, Buffer> = {
   sha256: Buffer.from("3031300d060960864801650304020105000420", "hex"),
   sha384: Buffer.from("3041300d060960864801650304020205000430", "hex"),
   sha512: Buffer.from("3051300d060960864801650304020305000440", "hex"),
@@ -55,30 +55,42 @@ function signAlgorithm(v: KeyVersion, alg: unknown): SignAlgorithmInfo {
   return info;
 }
 
-function checkDigest(alg: string, info: SignAlgorithmInfo, digest: Buffer): void {
+function checkDigest(v: KeyVersion, alg: string, info: SignAlgorithmInfo, digest: Buffer): void {
+  if (info.digestLength === "pkcs1-payload") {
+    const limit = v.material.modulusBits! / 8 - 11;
+    if (digest.length === 0 || digest.length > limit) {
+      throw badParameter(`Invalid digest length for algorithm ${alg}: expected 1 to ${limit} bytes, got ${digest.length}.`);
+    }
+    return;
+  }
   if (digest.length !== info.digestLength) {
     throw badParameter(`Invalid digest length for algorithm ${alg}: expected ${info.digestLength} bytes, got ${digest.length}.`);
   }
 }
 
+/** What the PKCS#1 v1.5 type 1 block carries: the DigestInfo for RS*, the caller's bytes as they are for RSNULL. */
+function pkcs1Payload(info: SignAlgorithmInfo, digest: Buffer): Buffer {
+  return info.padding === "pkcs1-raw" ? digest : Buffer.concat([DIGEST_INFO_PREFIX[info.hash!], digest]);
+}
+
 export function sign(v: KeyVersion, alg: unknown, digest: Buffer): Buffer {
   const info = signAlgorithm(v, alg);
-  checkDigest(alg as string, info, digest);
+  checkDigest(v, alg as string, info, digest);
   const m = v.material;
   if (info.family === "EC") {
     const curve = ECDSA_CURVES[m.curve as keyof typeof ECDSA_CURVES];
     return Buffer.from(curve.sign(digest, m.ecPrivate!, { prehash: false, lowS: true }).toBytes("compact"));
   }
-  if (info.padding === "pkcs1") {
-    return privateEncrypt({ key: m.privateKey!, padding: constants.RSA_PKCS1_PADDING }, Buffer.concat([DIGEST_INFO_PREFIX[info.hash], digest]));
+  if (info.padding !== "pss") {
+    return privateEncrypt({ key: m.privateKey!, padding: constants.RSA_PKCS1_PADDING }, pkcs1Payload(info, digest));
   }
   const modulusBytes = m.modulusBits! / 8;
-  return privateEncrypt({ key: m.privateKey!, padding: constants.RSA_NO_PADDING }, emsaPssEncode(info.hash, digest, m.modulusBits!, modulusBytes));
+  return privateEncrypt({ key: m.privateKey!, padding: constants.RSA_NO_PADDING }, emsaPssEncode(info.hash!, digest, m.modulusBits!, modulusBytes));
 }
 
 export function verify(v: KeyVersion, alg: unknown, digest: Buffer, signature: Buffer): boolean {
   const info = signAlgorithm(v, alg);
-  checkDigest(alg as string, info, digest);
+  checkDigest(v, alg as string, info, digest);
   const m = v.material;
   if (info.family === "EC") {
     const curve = ECDSA_CURVES[m.curve as keyof typeof ECDSA_CURVES];
@@ -91,13 +103,13 @@ export function verify(v: KeyVersion, alg: unknown, digest: Buffer, signature: B
   const modulusBytes = m.modulusBits! / 8;
   if (signature.length !== modulusBytes) return false;
   try {
-    if (info.padding === "pkcs1") {
+    if (info.padding !== "pss") {
       const recovered = publicDecrypt({ key: m.publicKey!, padding: constants.RSA_PKCS1_PADDING }, signature);
-      const expected = Buffer.concat([DIGEST_INFO_PREFIX[info.hash], digest]);
+      const expected = pkcs1Payload(info, digest);
       return recovered.length === expected.length && timingSafeEqual(recovered, expected);
     }
     const encoded = publicDecrypt({ key: m.publicKey!, padding: constants.RSA_NO_PADDING }, signature);
-    return emsaPssVerify(info.hash, digest, encoded, m.modulusBits!);
+    return emsaPssVerify(info.hash!, digest, encoded, m.modulusBits!);
   } catch {
     return false;
   }
