@@ -38,6 +38,23 @@ export function parseDigestInfo(data: Buffer): { hash: HashName; digest: Buffer 
   return undefined;
 }
 
+/**
+ * True for a strict DER DigestInfo { AlgorithmIdentifier { OID, NULL? }, OCTET STRING } of any hash: what PKCS#1
+ * v1.5 signers such as pkcs11-tool --test (SHA-1) hand to CKM_RSA_PKCS. Arbitrary bytes are not one.
+ */
+export function isDerDigestInfo(data: Buffer): boolean {
+  // Every field of a DigestInfo for a hash of up to 64 bytes fits DER's short length form.
+  const at = (i: number): number => data[i] ?? -1;
+  if (at(0) !== 0x30 || at(1) !== data.length - 2) return false;
+  if (at(2) !== 0x30) return false;
+  const algorithmEnd = 4 + at(3);
+  if (at(4) !== 0x06 || at(5) < 1 || 6 + at(5) > algorithmEnd) return false;
+  const afterOid = 6 + at(5);
+  const parametersOk = afterOid === algorithmEnd || (afterOid + 2 === algorithmEnd && at(afterOid) === 0x05 && at(afterOid + 1) === 0x00);
+  if (!parametersOk) return false;
+  return at(algorithmEnd) === 0x04 && at(algorithmEnd + 1) >= 16 && algorithmEnd + 2 + at(algorithmEnd + 1) === data.length;
+}
+
 class DigestInfoSigner implements SignOperation {
   constructor(
     readonly signatureLength: number,
@@ -54,10 +71,12 @@ class DigestInfoSigner implements SignOperation {
       throw new Pkcs11Error(CKR.DATA_LEN_RANGE, `${this.name}: ${data.length} bytes of input exceed the ${this.signatureLength - PADDING_OVERHEAD} a ${this.signatureLength * 8}-bit key can sign`);
     }
     const digestInfo = parseDigestInfo(data);
-    if (!digestInfo) {
-      throw new Pkcs11Error(CKR.DATA_INVALID, `${this.name}: the ${data.length}-byte input is not a DER DigestInfo for SHA-256/384/512; Key Vault signs only those (hash the data, or use CKM_SHA256_RSA_PKCS)`);
-    }
-    return { algorithm: vaultAlgorithmFor(digestInfo.hash, this.name).algorithm, digest: Buffer.from(digestInfo.digest) };
+    const spec = digestInfo && vaultSignAlgorithm("rsa-pkcs1", digestInfo.hash);
+    if (digestInfo && spec) return { algorithm: spec.algorithm, digest: Buffer.from(digestInfo.digest) };
+    // Another hash's DigestInfo (SHA-1, SHA-224, ...): Key Vault's RSNULL pads exactly these bytes, which is what
+    // CKM_RSA_PKCS means. Anything that is not a DigestInfo is refused rather than signed blind.
+    if (isDerDigestInfo(data)) return { algorithm: "RSNULL", digest: Buffer.from(data) };
+    throw new Pkcs11Error(CKR.DATA_INVALID, `${this.name}: the ${data.length}-byte input is not a DER DigestInfo; CKM_RSA_PKCS signs a DigestInfo (hash the data first, or use CKM_SHA256_RSA_PKCS)`);
   }
 }
 

@@ -1,7 +1,11 @@
 // The boundary between the PKCS#11 core and Azure. The core asks these questions and never sees the SDK; the
 // implementation in src/vault/ answers them with @azure/keyvault-keys and @azure/keyvault-certificates.
 
-export type SignAlgorithm = "RS256" | "RS384" | "RS512" | "PS256" | "PS384" | "PS512" | "ES256" | "ES384" | "ES512" | "ES256K";
+export type SignAlgorithm =
+  | "RS256" | "RS384" | "RS512"
+  // RSNULL: PKCS#1 v1.5 signing of caller-formatted bytes (RFC 2437), e.g. a DigestInfo for a hash RS* lacks.
+  | "RSNULL"
+  | "PS256" | "PS384" | "PS512" | "ES256" | "ES384" | "ES512" | "ES256K";
 export type DecryptAlgorithm = "RSA-OAEP" | "RSA-OAEP-256" | "RSA1_5";
 
 export interface VaultKey {

@@ -85,6 +85,18 @@ test("the /verify endpoint accepts a good signature and rejects a tampered one",
   }
 });
 
+test("RSNULL pads the caller's bytes as they are (a SHA-1 DigestInfo) and refuses more than the modulus allows", async (t) => {
+  const crypto = new CryptographyClient(`${emulator.url}/keys/rsa2048`, emulator.credential(), emulator.clientOptions);
+  const message = Buffer.from("signed through RSNULL");
+  const digestInfo = Buffer.concat([Buffer.from("3021300906052b0e03021a05000414", "hex"), createHash("sha1").update(message).digest()]);
+  const { result } = await crypto.sign("RSNULL", digestInfo);
+  const key = await keys.getKey("rsa2048");
+  const publicKey = publicKeyFromJwk(key.key!);
+  t.true(nodeVerify("sha1", message, { key: publicKey, padding: constants.RSA_PKCS1_PADDING }, Buffer.from(result)));
+  const tooLong = await t.throwsAsync(crypto.sign("RSNULL", randomBytes(256 - 10)));
+  t.is((tooLong as any).statusCode, 400);
+});
+
 test("a digest whose length does not fit the algorithm gets 400 BadParameter", async (t) => {
   const crypto = new CryptographyClient(`${emulator.url}/keys/rsa2048`, emulator.credential(), emulator.clientOptions);
   const error = await t.throwsAsync(crypto.sign("RS256", randomBytes(31)));

@@ -46,10 +46,22 @@ for (const keyName of KEYS) {
   }
 }
 
-test("CKM_RSA_PKCS refuses input that is not a SHA-256/384/512 DigestInfo", (t) => {
+for (const hash of ["sha1", "sha224"]) {
+  test(`CKM_RSA_PKCS signs a ${hash} DigestInfo exactly, through Key Vault's RSNULL`, (t) => {
+    const digestInfo = Buffer.concat([Buffer.from(DIGEST_INFO_PREFIX[hash]!, "hex"), createHash(hash).update(message).digest()]);
+    const signature = signOnce(fixture, "rsa2048", { mechanism: pkcs11js.CKM_RSA_PKCS }, digestInfo);
+    t.true(verifiesPkcs1("rsa2048", hash, signature));
+    t.false(verifiesPkcs1("rsa2048", "sha256", signature));
+    t.is(verifyRv(fixture, "rsa2048", { mechanism: pkcs11js.CKM_RSA_PKCS }, digestInfo, signature), "ok");
+  });
+}
+
+test("CKM_RSA_PKCS refuses input that is not a DER DigestInfo", (t) => {
   const digest = createHash("sha256").update(message).digest();
-  const sha1Info = Buffer.concat([Buffer.from(DIGEST_INFO_PREFIX.sha1!, "hex"), createHash("sha1").update(message).digest()]);
-  for (const input of [digest, sha1Info, Buffer.from("not a digest info at all")]) {
+  const sha256Info = Buffer.concat([Buffer.from(DIGEST_INFO_PREFIX.sha256!, "hex"), digest]);
+  const truncatedInfo = sha256Info.subarray(0, sha256Info.length - 1);
+  const trailingByte = Buffer.concat([sha256Info, Buffer.from([0])]);
+  for (const input of [digest, truncatedInfo, trailingByte, Buffer.from("not a digest info at all")]) {
     t.is(rvOf(() => signOnce(fixture, "rsa2048", { mechanism: pkcs11js.CKM_RSA_PKCS }, input)), pkcs11js.CKR_DATA_INVALID);
   }
   t.is(rvOf(() => signOnce(fixture, "rsa2048", { mechanism: pkcs11js.CKM_RSA_PKCS }, Buffer.alloc(246))), pkcs11js.CKR_DATA_LEN_RANGE);
