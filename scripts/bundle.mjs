@@ -1,6 +1,39 @@
 // Bundles the helper and the CLI into self-contained CommonJS files so that nothing is resolved from
 // node_modules at run time: the shim spawns build/helper.cjs from any working directory.
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import { Ajv } from "ajv";
+import standaloneCode from "ajv/dist/standalone/index.js";
 import { build } from "esbuild";
+
+const root = path.resolve(import.meta.dirname, "..");
+const validatorModule = path.join(root, "src", "config", "validator.ts");
+
+/**
+ * Replaces src/config/validator.ts with ajv's standalone validator for config/config.schema.json, generated now with
+ * the module's own AJV_OPTIONS: the helper then neither compiles the schema at C_Initialize nor carries ajv's compiler.
+ */
+const standaloneConfigValidator = {
+  name: "standalone-config-validator",
+  setup(builder) {
+    builder.onLoad({ filter: /[\\/]src[\\/]config[\\/]validator\.ts$/ }, (args) => {
+      if (path.resolve(args.path) !== validatorModule) return undefined;
+      const source = readFileSync(validatorModule, "utf8");
+      const literal = /export const AJV_OPTIONS = (\{[^}]*\});/.exec(source)?.[1];
+      if (!literal) throw new Error(`${validatorModule}: AJV_OPTIONS not found; keep it a one-line object literal`);
+      const options = new Function(`return (${literal});`)();
+      const schema = JSON.parse(readFileSync(path.join(root, "config", "config.schema.json"), "utf8"));
+      const ajv = new Ajv({ ...options, code: { source: true, esm: true } });
+      const code = standaloneCode(ajv, ajv.compile(schema));
+      return {
+        contents: `${code}\nexport const AJV_OPTIONS = ${literal};\nexport function configValidator() { return validate; }\n`,
+        loader: "js",
+        resolveDir: root,
+        watchFiles: [validatorModule, path.join(root, "config", "config.schema.json")],
+      };
+    });
+  },
+};
 
 const common = {
   bundle: true,
@@ -14,6 +47,7 @@ const common = {
   // Optional requires inside the Azure SDK's dependencies that are never taken on Node.
   external: ["supports-color"],
   logLevel: "warning",
+  plugins: [standaloneConfigValidator],
 };
 
 await Promise.all([

@@ -1,23 +1,15 @@
-// Checks a parsed config.json against config/config.schema.json (bundled into the helper by esbuild) and turns the
+// Checks a parsed config.json against config/config.schema.json (compiled in validator.ts) and turns the
 // first violation into a field path a user can find in their file, e.g. `slots[1].key_name`.
-import { Ajv, type ErrorObject, type ValidateFunction } from "ajv";
-import schema from "../../config/config.schema.json" with { type: "json" };
+import type { ErrorObject } from "ajv";
+import { configValidator } from "./validator.ts";
 
 export interface ShapeProblem {
   field: string;
   message: string;
 }
 
-let validator: ValidateFunction | undefined;
-
-function getValidator(): ValidateFunction {
-  // Compiled on first use: ajv generates code, which costs a few ms that a config-less start need not pay.
-  validator ??= new Ajv({ allErrors: false, strict: false }).compile(schema);
-  return validator;
-}
-
 export function validateConfigShape(document: unknown): ShapeProblem | undefined {
-  const validate = getValidator();
+  const validate = configValidator();
   if (validate(document)) return undefined;
   const error = validate.errors?.[0];
   if (!error) return { field: "(top level)", message: "does not match the config schema" };
