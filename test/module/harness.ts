@@ -12,19 +12,10 @@ import { fileURLToPath } from "node:url";
 import { readdirSync, readFileSync } from "node:fs";
 import pkcs11js from "pkcs11js";
 import { Worker } from "node:worker_threads";
-import type { EmulatorOptions } from "../../src/emulator/index.ts";
+import type { EmulatorOptions, RunningEmulator } from "../../src/emulator/index.ts";
 
-/** The emulator running on a worker thread (see emulator-worker.ts). */
-export interface RunningEmulator {
-  url: string;
-  identityEndpoint: string;
-  identityHeader: string;
-  caFile: string;
-  caPem: string;
-  tenantId: string;
-  addKey(spec: string, options?: { certificate?: boolean }): Promise<void>;
-  close(): Promise<void>;
-}
+/** The emulator running on a worker thread (see emulator-worker.ts), with the in-process emulator's interface. */
+export type { RunningEmulator };
 
 export function startEmulator(options: EmulatorOptions): Promise<RunningEmulator> {
   // Node 20 does not apply the main thread's tsx loader to a worker's entry module: register it first.
