@@ -48,6 +48,19 @@ export interface DecryptOperation {
   check(ciphertext: Buffer): void;
 }
 
+/** RSA decryption in the vault: every RSA ciphertext is exactly the modulus long, and so is the longest plaintext. */
+export function rsaVaultDecrypt(algorithm: DecryptAlgorithm, name: string, modulusLength: number): DecryptOperation {
+  return {
+    algorithm,
+    maxOutputLength: modulusLength,
+    check(ciphertext: Buffer): void {
+      if (ciphertext.length !== modulusLength) {
+        throw new Pkcs11Error(CKR.ENCRYPTED_DATA_LEN_RANGE, `${name}: ciphertext is ${ciphertext.length} bytes, the modulus ${modulusLength}`);
+      }
+    },
+  };
+}
+
 export const singlePartOnly = (name: string): Pkcs11Error =>
   new Pkcs11Error(CKR.FUNCTION_NOT_SUPPORTED, `${name} is a single-part mechanism: use C_Sign/C_Verify, not the Update/Final calls`);
 

@@ -4,7 +4,7 @@ import { constants, publicEncrypt } from "node:crypto";
 import { CKR, CKZ_DATA_SPECIFIED, mechanismName } from "../pkcs11/constants.ts";
 import { Pkcs11Error } from "../pkcs11/error.ts";
 import { hashByMechanism, vaultDecryptAlgorithm, type HashSpec } from "./algorithms.ts";
-import type { DecryptOperation, EncryptOperation, InitContext } from "./operation.ts";
+import { rsaVaultDecrypt, type DecryptOperation, type EncryptOperation, type InitContext } from "./operation.ts";
 
 interface OaepParameters {
   hash: HashSpec;
@@ -46,14 +46,5 @@ export function startDecrypt(context: InitContext): DecryptOperation {
   if (label.length > 0) throw new Pkcs11Error(CKR.MECHANISM_PARAM_INVALID, `${name}: Key Vault does not support an OAEP label`);
   const spec = vaultDecryptAlgorithm("oaep", hash.name);
   if (!spec) throw new Pkcs11Error(CKR.MECHANISM_PARAM_INVALID, `${name}: Key Vault decrypts OAEP with SHA-1 or SHA-256 only, not ${hash.name.toUpperCase()}`);
-  const modulusLength = context.material.signatureLength;
-  return {
-    algorithm: spec.algorithm,
-    maxOutputLength: modulusLength,
-    check(ciphertext: Buffer): void {
-      if (ciphertext.length !== modulusLength) {
-        throw new Pkcs11Error(CKR.ENCRYPTED_DATA_LEN_RANGE, `${name}: ciphertext is ${ciphertext.length} bytes, the modulus ${modulusLength}`);
-      }
-    },
-  };
+  return rsaVaultDecrypt(spec.algorithm, name, context.material.signatureLength);
 }

@@ -6,6 +6,7 @@ import { Pkcs11Error } from "../pkcs11/error.ts";
 import { HASHES, vaultDecryptAlgorithm, vaultSignAlgorithm, type HashName } from "./algorithms.ts";
 import {
   HashingSigner,
+  rsaVaultDecrypt,
   noParameter,
   SinglePartVerifier,
   singlePartOnly,
@@ -130,16 +131,7 @@ export function startEncrypt(context: InitContext): EncryptOperation {
 export function startDecrypt(context: InitContext): DecryptOperation {
   const name = mechanismName(context.spec.type);
   noParameter(context, name);
-  const modulusLength = context.material.signatureLength;
   const spec = vaultDecryptAlgorithm("pkcs1");
   if (!spec) throw new Error("RSA1_5 missing from the Key Vault algorithm table");
-  return {
-    algorithm: spec.algorithm,
-    maxOutputLength: modulusLength,
-    check(ciphertext: Buffer): void {
-      if (ciphertext.length !== modulusLength) {
-        throw new Pkcs11Error(CKR.ENCRYPTED_DATA_LEN_RANGE, `${name}: ciphertext is ${ciphertext.length} bytes, the modulus ${modulusLength}`);
-      }
-    },
-  };
+  return rsaVaultDecrypt(spec.algorithm, name, context.material.signatureLength);
 }
