@@ -192,7 +192,7 @@ export class AzureVaultBackend implements VaultBackend {
   }
 
   private async call<T>(operation: string, target: string, run: (abortSignal: AbortSignal) => Promise<T>): Promise<T> {
-    const deadline = startDeadline(this.config.timeoutMs);
+    const { signal: deadline, dispose } = startDeadline(this.config.timeoutMs);
     const started = isDebug() ? performance.now() : 0;
     try {
       const result = await run(deadline);
@@ -204,6 +204,8 @@ export class AzureVaultBackend implements VaultBackend {
         log.debug(`${operation} ${target}: ${vaultError.kind}${vaultError.statusCode ? ` ${vaultError.statusCode}` : ""} in ${(performance.now() - started).toFixed(1)} ms`);
       }
       throw vaultError;
+    } finally {
+      dispose();
     }
   }
 }
