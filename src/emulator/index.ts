@@ -49,6 +49,12 @@ export interface RunningEmulator {
    * `certificate: true` each new RSA/EC key also gets a self-signed certificate of the same name.
    */
   addKey(spec: string, options?: { certificate?: boolean }): Promise<void>;
+  /**
+   * Data-plane requests received so far, by operation ("get-key", "get-certificate", "sign", "decrypt",
+   * "list-keys" ...; see requestOperation in server.ts). Every request counts when it arrives, before fault
+   * injection and authentication, so a test can prove that a call did or did not reach the vault.
+   */
+  requestCounts(): Record<string, number>;
   close(): Promise<void>;
 }
 
@@ -97,6 +103,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
     faults,
     latencyMs,
     identityHeader,
+    requestCounts: new Map(),
   };
 
   const addCertificate = async (name: string): Promise<void> => {
@@ -157,6 +164,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
         await Promise.all(parsed.filter((s) => !s.request.kty.startsWith("oct")).map((s) => addCertificate(s.name)));
       }
     },
+    requestCounts: () => Object.fromEntries(state.requestCounts),
     close(): Promise<void> {
       closed ??= (async () => {
         await Promise.all([closeServer(https), closeServer(identity)]);

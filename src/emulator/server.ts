@@ -20,6 +20,8 @@ export interface VaultState {
   faults: FaultInjector;
   latencyMs: number;
   identityHeader: string;
+  /** Data-plane requests received, by operation name (see requestOperation); faulted and refused ones included. */
+  requestCounts: Map<string, number>;
 }
 
 interface Reply {
@@ -405,6 +407,38 @@ function instanceDiscovery(base: string, url: URL): Reply {
   };
 }
 
+/**
+ * The operation a data-plane request asks for, named after the REST API's operation ("get-key", "sign",
+ * "list-key-versions" ...), from the method and path alone so that counting costs no more than a few compares.
+ */
+export function requestOperation(method: string, segments: string[]): string {
+  const [collection, name, third, fourth] = segments;
+  const listing = name === undefined || name === "";
+  switch (collection) {
+    case "keys":
+      if (listing) return "list-keys";
+      if (third === undefined) return method === "DELETE" ? "delete-key" : "get-key";
+      if (fourth === undefined) {
+        if (third === "create") return "create-key";
+        if (third === "rotate") return "rotate-key";
+        if (third === "versions") return "list-key-versions";
+        return method === "PATCH" ? "update-key" : "get-key";
+      }
+      return CRYPTO_ROUTES[fourth] ? fourth : "other";
+    case "deletedkeys":
+      if (listing) return "list-deleted-keys";
+      if (third === "recover") return "recover-deleted-key";
+      return method === "DELETE" ? "purge-deleted-key" : "get-deleted-key";
+    case "certificates":
+      if (listing) return "list-certificates";
+      return third === "versions" ? "list-certificate-versions" : "get-certificate";
+    case "rng":
+      return "get-random-bytes";
+    default:
+      return "other";
+  }
+}
+
 const DATA_PLANE_COLLECTIONS = new Set(["keys", "deletedkeys", "certificates", "deletedcertificates", "secrets", "deletedsecrets", "rng"]);
 
 /** Answers the identity-provider paths, or returns undefined for data-plane paths. */
@@ -444,6 +478,8 @@ export function createHttpsHandler(state: VaultState): (req: IncomingMessage, re
           log.debug(`emulator: ${req.method} ${url.pathname} -> ${identity.status}`);
           return;
         }
+        const operation = requestOperation(req.method ?? "GET", segments);
+        state.requestCounts.set(operation, (state.requestCounts.get(operation) ?? 0) + 1);
         const fault = state.faults.next();
         if (fault === "drop") {
           log.debug(`emulator: ${req.method} ${url.pathname} -> dropped connection (injected)`);
