@@ -12,10 +12,15 @@ import { fileURLToPath } from "node:url";
 import { readdirSync, readFileSync } from "node:fs";
 import pkcs11js from "pkcs11js";
 import { Worker } from "node:worker_threads";
-import type { EmulatorOptions, RunningEmulator } from "../../src/emulator/index.ts";
+import type { EmulatorOptions, RunningEmulator as InProcessEmulator } from "../../src/emulator/index.ts";
 
-/** The emulator running on a worker thread (see emulator-worker.ts), with the in-process emulator's interface. */
-export type { RunningEmulator };
+/**
+ * The emulator running on a worker thread (see emulator-worker.ts), with the in-process emulator's interface except
+ * that reading the request counts is a message round trip.
+ */
+export interface RunningEmulator extends Omit<InProcessEmulator, "requestCounts"> {
+  requestCounts(): Promise<Record<string, number>>;
+}
 
 export function startEmulator(options: EmulatorOptions): Promise<RunningEmulator> {
   // Node 20 does not apply the main thread's tsx loader to a worker's entry module: register it first.
@@ -24,8 +29,8 @@ export function startEmulator(options: EmulatorOptions): Promise<RunningEmulator
   const worker = new Worker(bootstrap, { eval: true, workerData: options });
   let nextId = 1;
   let closing: Promise<void> | undefined;
-  const pending = new Map<number, { resolve: () => void; reject: (error: Error) => void }>();
-  const call = (message: Record<string, unknown>): Promise<void> =>
+  const pending = new Map<number, { resolve: (value: unknown) => void; reject: (error: Error) => void }>();
+  const call = (message: Record<string, unknown>): Promise<unknown> =>
     new Promise((resolve, reject) => {
       const id = nextId++;
       pending.set(id, { resolve, reject });
@@ -33,11 +38,14 @@ export function startEmulator(options: EmulatorOptions): Promise<RunningEmulator
     });
   return new Promise((resolve, reject) => {
     worker.once("error", reject);
-    worker.on("message", (message: { type: string; id?: number; error?: string; info?: Omit<RunningEmulator, "addKey" | "close"> }) => {
+    worker.on("message", (message: { type: string; id?: number; error?: string; value?: unknown; info?: Omit<InProcessEmulator, "addKey" | "requestCounts" | "close"> }) => {
       if (message.type === "ready") {
         resolve({
           ...message.info!,
-          addKey: (spec, addOptions) => call({ type: "addKey", spec, certificate: addOptions?.certificate }),
+          addKey: async (spec, addOptions) => {
+            await call({ type: "addKey", spec, certificate: addOptions?.certificate });
+          },
+          requestCounts: async () => (await call({ type: "requestCounts" })) as Record<string, number>,
           close: () =>
             (closing ??= (async () => {
               await call({ type: "close" });
@@ -48,10 +56,20 @@ export function startEmulator(options: EmulatorOptions): Promise<RunningEmulator
         const waiter = pending.get(message.id!);
         pending.delete(message.id!);
         if (message.error) waiter?.reject(new Error(message.error));
-        else waiter?.resolve();
+        else waiter?.resolve(message.value);
       }
     });
   });
+}
+
+/** Requests per operation that `counts` holds beyond `before` (operations with no new request are left out). */
+export function requestsSince(before: Record<string, number>, counts: Record<string, number>): Record<string, number> {
+  const delta: Record<string, number> = {};
+  for (const [operation, count] of Object.entries(counts)) {
+    const added = count - (before[operation] ?? 0);
+    if (added !== 0) delta[operation] = added;
+  }
+  return delta;
 }
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
