@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian 12 machine with Node 20 lacks to build and run the module and its demo:
-# the OASIS PKCS#11 headers from p11-kit, and the real clients the demo and tests drive. Then installs the
+# the OASIS PKCS#11 headers from p11-kit, Ninja for cmake-js, and the real clients the demo and tests drive. Then installs the
 # npm dependencies exactly as locked. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(libp11-kit-dev p11-kit pkg-config opensc openssl)
+packages=(libp11-kit-dev p11-kit pkg-config ninja-build opensc openssl)
 if [[ "${1:-}" == "--with-clients" && -f .ci/client-packages.txt ]]; then
   mapfile -t extra < <(grep -v '^\s*\(#\|$\)' .ci/client-packages.txt)
   packages+=("${extra[@]}")
