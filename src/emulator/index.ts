@@ -52,9 +52,10 @@ export interface RunningEmulator {
   /**
    * Data-plane requests received so far, by operation ("get-key", "get-certificate", "sign", "decrypt",
    * "list-keys" ...; see requestOperation in server.ts). Every request counts when it arrives, before fault
-   * injection and authentication, so a test can prove that a call did or did not reach the vault.
+   * injection and authentication, so a test can prove that a call did or did not reach the vault. With `name`,
+   * only the requests on the key or certificate of that name (any case).
    */
-  requestCounts(): Record<string, number>;
+  requestCounts(name?: string): Record<string, number>;
   close(): Promise<void>;
 }
 
@@ -104,6 +105,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
     latencyMs,
     identityHeader,
     requestCounts: new Map(),
+    requestCountsByName: new Map(),
   };
 
   const addCertificate = async (name: string): Promise<void> => {
@@ -164,7 +166,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
         await Promise.all(parsed.filter((s) => !s.request.kty.startsWith("oct")).map((s) => addCertificate(s.name)));
       }
     },
-    requestCounts: () => Object.fromEntries(state.requestCounts),
+    requestCounts: (name?: string) => Object.fromEntries(name === undefined ? state.requestCounts : state.requestCountsByName.get(name.toLowerCase()) ?? []),
     close(): Promise<void> {
       closed ??= (async () => {
         await Promise.all([closeServer(https), closeServer(identity)]);

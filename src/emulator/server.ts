@@ -22,6 +22,8 @@ export interface VaultState {
   identityHeader: string;
   /** Data-plane requests received, by operation name (see requestOperation); faulted and refused ones included. */
   requestCounts: Map<string, number>;
+  /** The same, for each key or certificate name a request names (lower case, as the vault's names are case-blind). */
+  requestCountsByName: Map<string, Map<string, number>>;
 }
 
 interface Reply {
@@ -439,6 +441,16 @@ export function requestOperation(method: string, segments: string[]): string {
   }
 }
 
+function countRequest(state: VaultState, operation: string, segments: string[]): void {
+  state.requestCounts.set(operation, (state.requestCounts.get(operation) ?? 0) + 1);
+  const name = segments[1];
+  if (!name || segments[0] === "rng") return;
+  const key = name.toLowerCase();
+  let counts = state.requestCountsByName.get(key);
+  if (!counts) state.requestCountsByName.set(key, (counts = new Map()));
+  counts.set(operation, (counts.get(operation) ?? 0) + 1);
+}
+
 const DATA_PLANE_COLLECTIONS = new Set(["keys", "deletedkeys", "certificates", "deletedcertificates", "secrets", "deletedsecrets", "rng"]);
 
 /** Answers the identity-provider paths, or returns undefined for data-plane paths. */
@@ -479,7 +491,7 @@ export function createHttpsHandler(state: VaultState): (req: IncomingMessage, re
           return;
         }
         const operation = requestOperation(req.method ?? "GET", segments);
-        state.requestCounts.set(operation, (state.requestCounts.get(operation) ?? 0) + 1);
+        countRequest(state, operation, segments);
         const fault = state.faults.next();
         if (fault === "drop") {
           log.debug(`emulator: ${req.method} ${url.pathname} -> dropped connection (injected)`);

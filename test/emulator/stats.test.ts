@@ -54,6 +54,10 @@ test("each REST operation is counted under its own name", async (t) => {
     "create-key": 1,
     "get-random-bytes": 1,
   });
+  t.deepEqual(emulator.requestCounts("SIGNER"), { "get-key": 2, "list-key-versions": 1, sign: 1, encrypt: 1, "get-certificate": 1 });
+  t.deepEqual(emulator.requestCounts("ec"), { sign: 1, "get-certificate": 1 });
+  t.deepEqual(emulator.requestCounts("made"), { "create-key": 1 });
+  t.deepEqual(emulator.requestCounts("never-named"), {});
   // A copy: changing it does not change the emulator's counts.
   const snapshot = emulator.requestCounts();
   snapshot.sign = 100;

@@ -6,9 +6,9 @@ import { startEmulator, type EmulatorOptions } from "../../src/emulator/index.ts
 const emulator = await startEmulator(workerData as EmulatorOptions);
 const { url, identityEndpoint, identityHeader, caFile, caPem, tenantId } = emulator;
 parentPort!.postMessage({ type: "ready", info: { url, identityEndpoint, identityHeader, caFile, caPem, tenantId } });
-parentPort!.on("message", (message: { type: string; id: number; spec?: string; certificate?: boolean }) => {
+parentPort!.on("message", (message: { type: string; id: number; spec?: string; certificate?: boolean; name?: string }) => {
   const reply = (error?: unknown, value?: unknown) => parentPort!.postMessage({ type: "done", id: message.id, error: error ? String(error) : undefined, value });
   if (message.type === "addKey") emulator.addKey(message.spec!, { certificate: message.certificate }).then(() => reply(), reply);
-  if (message.type === "requestCounts") reply(undefined, emulator.requestCounts());
+  if (message.type === "requestCounts") reply(undefined, emulator.requestCounts(message.name));
   if (message.type === "close") emulator.close().then(() => reply(), reply);
 });

@@ -19,7 +19,7 @@ import type { EmulatorOptions, RunningEmulator as InProcessEmulator } from "../.
  * that reading the request counts is a message round trip.
  */
 export interface RunningEmulator extends Omit<InProcessEmulator, "requestCounts"> {
-  requestCounts(): Promise<Record<string, number>>;
+  requestCounts(name?: string): Promise<Record<string, number>>;
 }
 
 export function startEmulator(options: EmulatorOptions): Promise<RunningEmulator> {
@@ -45,7 +45,7 @@ export function startEmulator(options: EmulatorOptions): Promise<RunningEmulator
           addKey: async (spec, addOptions) => {
             await call({ type: "addKey", spec, certificate: addOptions?.certificate });
           },
-          requestCounts: async () => (await call({ type: "requestCounts" })) as Record<string, number>,
+          requestCounts: async (name) => (await call({ type: "requestCounts", name })) as Record<string, number>,
           close: () =>
             (closing ??= (async () => {
               await call({ type: "close" });
@@ -117,6 +117,11 @@ export interface FixtureOptions {
   latencyMs?: number;
   /** Extra slot entries appended to config.json after the keys (e.g. a key that does not exist). */
   extraSlots?: Array<Record<string, unknown>>;
+  /**
+   * Extra fields for the slot of each named key (e.g. `certificate`, `certificate_path`), made once the emulator
+   * runs and before config.json is written; `dir` is the fixture's temporary folder, which holds config.json.
+   */
+  slotFields?: (emulator: RunningEmulator, fixture: Pick<ModuleFixture, "vaultGet" | "dir">) => Promise<Record<string, Record<string, unknown>>>;
   /** Called before C_Initialize, e.g. to create keys with special key_ops. */
   prepare?: (emulator: RunningEmulator, fixture: Pick<ModuleFixture, "vaultPost">) => Promise<string[]>;
   /** Write a config without slots and set AZURE_KEYVAULT_URL, so that the module lists the vault's keys. */
@@ -180,6 +185,8 @@ export async function startModuleFixture(options: FixtureOptions): Promise<Modul
     // Names longer than a token label get the module's default label (their first 32 characters).
     name.length <= 32 ? { key_name: name, label: name, vault_url: emulator.url } : { key_name: name, vault_url: emulator.url },
   );
+  const fields = options.slotFields ? await options.slotFields(emulator, { vaultGet, dir }) : {};
+  for (const slot of slots) Object.assign(slot, fields[slot.key_name as string]);
   slots.push(...(options.extraSlots ?? []).map((slot) => ({ vault_url: emulator.url, ...slot })));
   const configPath = path.join(dir, "config.json");
   await writeFile(configPath, JSON.stringify(options.discover ? {} : { slots }, null, 2));
