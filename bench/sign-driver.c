@@ -1,7 +1,8 @@
 /*
  * Benchmark driver: loads the module the way a C host does (dlopen + C_GetFunctionList), then either measures
  * a cold start (C_Initialize + find + first signature) or signs from N threads for a fixed time.
- * Prints one JSON object on stdout. The signatures themselves are checked by bench/run.mjs with node:crypto.
+ * Prints one JSON object on stdout. The signatures themselves are checked by bench/run.ts with node:crypto. With THREADS > 0 it also
+ * reports the helper's CPU time per signature (helperCpuMsPerOp) and its own (hostCpuMsPerOp).
  *
  * usage: sign-driver MODULE TOKEN_LABEL MECH(ecdsa|rsa) THREADS SECONDS DIGEST_HEX [SIG_OUT_FILE]
  *   THREADS = 0 means: cold start only. DIGEST_HEX is a SHA-256 digest, so the caller can verify the signature
@@ -14,6 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <dirent.h>
+#include <sys/resource.h>
+#include <unistd.h>
 #include <p11-kit/pkcs11.h>
 
 static CK_FUNCTION_LIST_PTR p11;
@@ -29,6 +33,52 @@ static double now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* CPU seconds (user + system) of a process, from /proc/PID/stat; -1 when unreadable. */
+static double process_cpu(pid_t pid) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+  FILE *f = fopen(path, "r");
+  if (!f) return -1;
+  char buf[1024];
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = 0;
+  char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+  unsigned long utime, stime;
+  if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime, &stime) != 2) return -1;
+  return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* The helper the module spawned: our only child process. 0 when not found. */
+static pid_t find_helper(void) {
+  DIR *proc = opendir("/proc");
+  if (!proc) return 0;
+  pid_t self = getpid(), found = 0;
+  struct dirent *entry;
+  while (!found && (entry = readdir(proc)) != NULL) {
+    int pid = atoi(entry->d_name);
+    if (pid <= 0) continue;
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f) continue;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');
+    int ppid;
+    if (p && sscanf(p + 2, "%*c %d", &ppid) == 1 && ppid == self) found = pid;
+  }
+  closedir(proc);
+  return found;
+}
+
+static double self_cpu(void) {
+  struct rusage usage;
+  getrusage(RUSAGE_SELF, &usage);
+  return (double)usage.ru_utime.tv_sec + usage.ru_utime.tv_usec / 1e6 + (double)usage.ru_stime.tv_sec + usage.ru_stime.tv_usec / 1e6;
 }
 
 static void die(const char *what, CK_RV rv) {
@@ -149,6 +199,9 @@ int main(int argc, char **argv) {
     printf("{\"initializeMs\":%.3f,\"coldFirstSignatureMs\":%.3f}\n", (t_init - t0) * 1e3, (t_first - t0) * 1e3);
   } else {
     struct worker *workers = calloc((size_t)threads, sizeof *workers);
+    /* CPU per signature of the helper and of this host process: far steadier than latency on a shared machine. */
+    pid_t helper = find_helper();
+    double helper_cpu0 = helper ? process_cpu(helper) : -1, self_cpu0 = self_cpu();
     double start = now();
     deadline = start + seconds;
     for (int i = 0; i < threads; i++) pthread_create(&workers[i].thread, NULL, work, &workers[i]);
@@ -158,8 +211,13 @@ int main(int argc, char **argv) {
       ops += workers[i].ops;
     }
     double elapsed = now() - start;
-    printf("{\"threads\":%d,\"operations\":%lu,\"seconds\":%.3f,\"perSecond\":%.1f,\"meanLatencyMs\":%.4f}\n",
-           threads, ops, elapsed, ops / elapsed, elapsed * threads * 1e3 / (double)(ops ? ops : 1));
+    double helper_cpu = helper && helper_cpu0 >= 0 ? process_cpu(helper) - helper_cpu0 : -1;
+    double host_cpu = self_cpu() - self_cpu0;
+    double per_op = 1e3 / (double)(ops ? ops : 1);
+    printf("{\"threads\":%d,\"operations\":%lu,\"seconds\":%.3f,\"perSecond\":%.1f,\"meanLatencyMs\":%.4f,"
+           "\"helperCpuMsPerOp\":%.4f,\"hostCpuMsPerOp\":%.4f}\n",
+           threads, ops, elapsed, ops / elapsed, elapsed * threads * 1e3 / (double)(ops ? ops : 1),
+           helper_cpu >= 0 ? helper_cpu * per_op : -1.0, host_cpu * per_op);
     free(workers);
   }
   check("C_Finalize", p11->C_Finalize(NULL));
