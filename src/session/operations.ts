@@ -90,10 +90,13 @@ export class Operations {
   async sign(session: Session, data: Buffer | undefined, out: OutRequest): Promise<OutResult> {
     const active = session.sign;
     if (!active) throw new Pkcs11Error(CKR.OPERATION_NOT_INITIALIZED);
+    if (data && active.multiPart) {
+      session.sign = undefined;
+      throw new Pkcs11Error(CKR.OPERATION_ACTIVE, "C_Sign cannot finish a multi-part signature: call C_SignFinal");
+    }
     const sized = sizeOnly(out, active.op.signatureLength);
     if (sized) return sized;
     session.sign = undefined;
-    if (data && active.multiPart) throw new Pkcs11Error(CKR.OPERATION_ACTIVE, "C_Sign cannot finish a multi-part signature: call C_SignFinal");
     const request = active.op.finish(data);
     let signature: Buffer;
     try {
@@ -180,10 +183,12 @@ export class Operations {
   async decrypt(session: Session, ciphertext: Buffer, out: OutRequest): Promise<OutResult> {
     const active = session.decrypt;
     if (!active) throw new Pkcs11Error(CKR.OPERATION_NOT_INITIALIZED);
-    if (!out.present) return { rv: CKR.OK, length: active.pending?.plaintext.length ?? active.op.maxOutputLength };
+    // The kept plaintext answers only for the ciphertext it came from; any other gets the upper bound.
+    const kept = active.pending?.ciphertext.equals(ciphertext) ? active.pending.plaintext : undefined;
+    if (!out.present) return { rv: CKR.OK, length: kept?.length ?? active.op.maxOutputLength };
     let plaintext: Buffer;
-    if (active.pending && active.pending.ciphertext.equals(ciphertext)) {
-      plaintext = active.pending.plaintext;
+    if (kept) {
+      plaintext = kept;
     } else {
       try {
         active.op.check(ciphertext);

@@ -97,6 +97,15 @@ for (const { keyName, mechanism, length, check } of SIGNERS) {
     t.true(check(signature));
     pkcs11.C_CloseSession(session);
   });
+  test.serial(`${keyName}: a C_Sign length query after C_SignUpdate is refused with CKR_OPERATION_ACTIVE, not sized`, async (t) => {
+    const { pkcs11 } = fixture;
+    const { session, key } = loadedSession(keyName);
+    pkcs11.C_SignInit(session, { mechanism }, key);
+    pkcs11.C_SignUpdate(session, message.subarray(0, 10));
+    t.is(rvOf(() => native.C_Sign.call(pkcs11, session, message, NULL_OUTPUT)), pkcs11js.CKR_OPERATION_ACTIVE);
+    t.is(rvOf(() => pkcs11.C_SignFinal(session, Buffer.alloc(1024))), pkcs11js.CKR_OPERATION_NOT_INITIALIZED);
+    pkcs11.C_CloseSession(session);
+  });
 }
 
 const DECRYPTERS = [
@@ -159,6 +168,21 @@ for (const { name, mechanism, encrypt } of DECRYPTERS) {
     let decrypted: Buffer = Buffer.alloc(0);
     t.deepEqual(await requestsDuring(() => (decrypted = pkcs11.C_Decrypt(session, encrypt(second), Buffer.alloc(256)))), { decrypt: 1 });
     t.deepEqual(decrypted, second);
+    pkcs11.C_CloseSession(session);
+  });
+
+  test.serial(`${name}: a length query for another ciphertext than the kept one answers the upper bound, not the kept length`, async (t) => {
+    const { pkcs11 } = fixture;
+    const short = randomBytes(10);
+    const long = randomBytes(40);
+    const longCiphertext = encrypt(long);
+    const { session, key } = loadedSession("rsa2048");
+    pkcs11.C_DecryptInit(session, mechanism, key);
+    t.is(rvOf(() => pkcs11.C_Decrypt(session, encrypt(short), Buffer.alloc(4))), pkcs11js.CKR_BUFFER_TOO_SMALL);
+    let reported = 0;
+    t.deepEqual(await requestsDuring(() => (reported = native.C_Decrypt.call(pkcs11, session, longCiphertext, NULL_OUTPUT))), {});
+    t.is(reported, 256);
+    t.deepEqual(pkcs11.C_Decrypt(session, longCiphertext, Buffer.alloc(reported)), long);
     pkcs11.C_CloseSession(session);
   });
 }
