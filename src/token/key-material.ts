@@ -99,7 +99,10 @@ function parseCertificate(der: Buffer, keySpki: Buffer, label: string): Certific
     const fields = certificateFields(der);
     const parsed = new X509Certificate(der);
     if (!createPublicKey({ key: fields.subjectPublicKeyInfo, format: "der", type: "spki" }).equals(createPublicKey({ key: keySpki, format: "der", type: "spki" }))) {
-      log.warn(`${label}: the certificate's public key does not match the vault key; it is exposed anyway, but signatures will not verify against it`);
+      // Clients pair a key with the certificate of the same CKA_ID: a certificate for another key would make them
+      // present it with signatures that cannot verify, so it is left out.
+      log.error(`${label}: the certificate's public key is not the vault key's; the token shows no certificate (check the slot's certificate or certificate_path, or the vault certificate named like the key)`);
+      return undefined;
     }
     return { der, fields, notBefore: new Date(parsed.validFrom), notAfter: new Date(parsed.validTo) };
   } catch (error) {
