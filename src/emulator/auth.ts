@@ -21,6 +21,11 @@ export class TokenService {
   private readonly secret = randomBytes(32);
   /** Identity the tokens describe: a managed identity or a client-credentials app, for the `oid`/`appid` claims. */
   readonly principalId = randomUUID();
+  /**
+   * Tokens whose signature and audience already checked out, with their exp: a client sends the same token on every
+   * request, so later requests skip the HMAC and the claims' JSON. Expiry is still checked on every request.
+   */
+  private readonly verified = new Map<string, number>();
 
   constructor(
     readonly tenantId: string,
@@ -53,7 +58,15 @@ export class TokenService {
   verify(authorization: string | undefined): void {
     const match = /^Bearer\s+(\S+)$/i.exec(authorization ?? "");
     if (!match) throw unauthorized(this.tenantId, "AKV10000: Request is missing a Bearer, PoP, or MTLS_POP token.");
-    const parts = match[1]!.split(".");
+    const token = match[1]!;
+    const knownExp = this.verified.get(token);
+    if (knownExp !== undefined) {
+      const now = Math.floor(Date.now() / 1000);
+      if (now < knownExp) return;
+      this.verified.delete(token);
+      throw unauthorized(this.tenantId, `Invalid bearer token: the token expired at ${knownExp} (now ${now}).`);
+    }
+    const parts = token.split(".");
     if (parts.length !== 3) throw unauthorized(this.tenantId, "Invalid bearer token: the token is malformed.");
     const [header, payload, signature] = parts as [string, string, string];
     const expected = createHmac("sha256", this.secret).update(`${header}.${payload}`).digest();
@@ -74,6 +87,9 @@ export class TokenService {
     if (resourceFromScope(claims.aud ?? "") !== VAULT_RESOURCE) {
       throw unauthorized(this.tenantId, `AKV10022: Invalid audience. Expected ${VAULT_RESOURCE}, found: ${claims.aud}.`);
     }
+    // Bounded: a long run that issues many tokens starts over rather than growing without end.
+    if (this.verified.size >= 1000) this.verified.clear();
+    this.verified.set(token, claims.exp);
   }
 }
 
