@@ -38,6 +38,8 @@ CK_RV call_run(struct call *c) {
 
 int call_valid(const struct call *c) { return c->replied && !c->reply.failed; }
 
+int call_succeeded(const struct call *c, CK_RV rv) { return rv == CKR_OK && call_valid(c) && rbuf_done(&c->reply); }
+
 void call_reject(struct call *c, const char *why) {
   if (!c->rejected) log_error("%s: protocol error: %s; returning CKR_DEVICE_ERROR", c->function, why);
   c->rejected = 1;

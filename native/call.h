@@ -32,6 +32,8 @@ CK_RV call_begin(struct call *c, uint32_t function_id, const char *function);
 CK_RV call_run(struct call *c);
 /* True when the helper replied and nothing so far was malformed. */
 int call_valid(const struct call *c);
+/* True when rv is CKR_OK and the whole reply was read without a fault: the only case outputs are written. */
+int call_succeeded(const struct call *c, CK_RV rv);
 /* Marks the reply malformed (logged once by call_end). */
 void call_reject(struct call *c, const char *why);
 CK_RV call_end(struct call *c, CK_RV rv);

@@ -148,6 +148,6 @@ CK_RV C_GenerateRandom(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pRandomData, CK_U
   rbuf_bytes(&c.reply, &data, &n);
   if (call_valid(&c) && rv == CKR_OK && n != ulRandomLen) call_reject(&c, "random data of the wrong length");
   if (call_valid(&c) && rv != CKR_OK && n != 0) call_reject(&c, "random data with an error");
-  if (call_valid(&c) && rbuf_done(&c.reply) && rv == CKR_OK && n != 0) memcpy(pRandomData, data, n);
+  if (call_succeeded(&c, rv) && n != 0) memcpy(pRandomData, data, n);
   return call_end(&c, rv);
 }

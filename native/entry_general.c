@@ -53,7 +53,7 @@ CK_RV C_GetInfo(CK_INFO_PTR pInfo) {
   info.flags = rbuf_ulong(&c.reply);
   rbuf_fixed(&c.reply, info.libraryDescription, sizeof info.libraryDescription);
   rbuf_version(&c.reply, &info.libraryVersion);
-  if (call_valid(&c) && rbuf_done(&c.reply) && rv == CKR_OK) *pInfo = info;
+  if (call_succeeded(&c, rv)) *pInfo = info;
   return call_end(&c, rv);
 }
 
@@ -82,7 +82,7 @@ CK_RV C_GetSlotInfo(CK_SLOT_ID slotID, CK_SLOT_INFO_PTR pInfo) {
   info.flags = rbuf_ulong(&c.reply);
   rbuf_version(&c.reply, &info.hardwareVersion);
   rbuf_version(&c.reply, &info.firmwareVersion);
-  if (call_valid(&c) && rbuf_done(&c.reply) && rv == CKR_OK) *pInfo = info;
+  if (call_succeeded(&c, rv)) *pInfo = info;
   return call_end(&c, rv);
 }
 
@@ -113,7 +113,7 @@ CK_RV C_GetTokenInfo(CK_SLOT_ID slotID, CK_TOKEN_INFO_PTR pInfo) {
   rbuf_version(r, &info.hardwareVersion);
   rbuf_version(r, &info.firmwareVersion);
   rbuf_fixed(r, info.utcTime, sizeof info.utcTime);
-  if (call_valid(&c) && rbuf_done(r) && rv == CKR_OK) *pInfo = info;
+  if (call_succeeded(&c, rv)) *pInfo = info;
   return call_end(&c, rv);
 }
 
@@ -140,6 +140,6 @@ CK_RV C_GetMechanismInfo(CK_SLOT_ID slotID, CK_MECHANISM_TYPE type, CK_MECHANISM
   info.ulMinKeySize = rbuf_ulong(&c.reply);
   info.ulMaxKeySize = rbuf_ulong(&c.reply);
   info.flags = rbuf_ulong(&c.reply);
-  if (call_valid(&c) && rbuf_done(&c.reply) && rv == CKR_OK) *pInfo = info;
+  if (call_succeeded(&c, rv)) *pInfo = info;
   return call_end(&c, rv);
 }

@@ -13,7 +13,7 @@ CK_RV C_CreateObject(CK_SESSION_HANDLE hSession, CK_ATTRIBUTE_PTR pTemplate, CK_
   if (rv != CKR_OK) return call_end(&c, rv);
   rv = call_run(&c);
   CK_OBJECT_HANDLE object = rbuf_ulong(&c.reply);
-  if (call_valid(&c) && rbuf_done(&c.reply) && rv == CKR_OK) *phObject = object;
+  if (call_succeeded(&c, rv)) *phObject = object;
   return call_end(&c, rv);
 }
 
@@ -34,7 +34,7 @@ CK_RV C_GetObjectSize(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject, CK_U
   wbuf_ulong(&c.request, hObject);
   CK_RV rv = call_run(&c);
   CK_ULONG size = rbuf_ulong(&c.reply);
-  if (call_valid(&c) && rbuf_done(&c.reply) && rv == CKR_OK) *pulSize = size;
+  if (call_succeeded(&c, rv)) *pulSize = size;
   return call_end(&c, rv);
 }
 

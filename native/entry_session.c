@@ -12,7 +12,7 @@ CK_RV C_OpenSession(CK_SLOT_ID slotID, CK_FLAGS flags, CK_VOID_PTR pApplication,
   wbuf_ulong(&c.request, flags);
   CK_RV rv = call_run(&c);
   CK_SESSION_HANDLE session = rbuf_ulong(&c.reply);
-  if (call_valid(&c) && rbuf_done(&c.reply) && rv == CKR_OK) *phSession = session;
+  if (call_succeeded(&c, rv)) *phSession = session;
   return call_end(&c, rv);
 }
 
@@ -46,7 +46,7 @@ CK_RV C_GetSessionInfo(CK_SESSION_HANDLE hSession, CK_SESSION_INFO_PTR pInfo) {
   info.state = rbuf_ulong(&c.reply);
   info.flags = rbuf_ulong(&c.reply);
   info.ulDeviceError = rbuf_ulong(&c.reply);
-  if (call_valid(&c) && rbuf_done(&c.reply) && rv == CKR_OK) *pInfo = info;
+  if (call_succeeded(&c, rv)) *pInfo = info;
   return call_end(&c, rv);
 }
 
