@@ -65,6 +65,11 @@ await Promise.all([
     // undici: ~25 ms of every cold start. The helper's requests are JSON and never FormData, so in its bundle the
     // global is undefined and both checks (ts-http-runtime formData.js and getRequestBody) fold to false.
     define: { FormData: "undefined" },
+    // keepNames makes esbuild wrap every function created at run time in a __name() call that defines its `name`
+    // property; the SDK creates dozens of closures per request, and the calls cost ~8% of the helper's CPU per
+    // signature (A/B on the emulator: 0.374 -> 0.345 ms). Nothing in the helper reads a minified function's name:
+    // the SDK's and our error classes set `name` themselves, and stack traces never used the property.
+    keepNames: false,
   }),
   build({ ...common, entryPoints: ["src/helper/loader.ts"], outfile: "build/helper.cjs", sourcemap: false }),
   build({ ...common, entryPoints: ["src/cli/main.ts"], outfile: "build/cli.cjs", banner: { js: "#!/usr/bin/env node" } }),
