@@ -2,6 +2,7 @@
 // SIGINT or SIGTERM. stdout carries only the READY line; everything else goes to stderr.
 import { parseArgs } from "node:util";
 import { log } from "../log/log.ts";
+import { parseCertificateSpec } from "./certificates.ts";
 import { startEmulator, type EmulatorOptions } from "./index.ts";
 
 const USAGE = `usage: azure-keyvault-pkcs11 emulator [options]
@@ -9,7 +10,10 @@ const USAGE = `usage: azure-keyvault-pkcs11 emulator [options]
   --port N                 HTTPS port on 127.0.0.1 (default 0: a free port)
   --keys SPEC              keys to create, e.g. rsa-signing-key:RSA:2048,ec-signing-key:EC:P-256,aes:oct-HSM:256
                            (RSA/RSA-HSM 2048|3072|4096, EC/EC-HSM P-256|P-384|P-521|P-256K, oct/oct-HSM 128|192|256)
-  --certs NAMES|all        self-signed certificates backed by the keys of the same names (comma-separated)
+  --certs NAMES|all        self-signed certificates backed by the keys of the same names (comma-separated);
+                           NAME:USAGES sets the extended key usages instead of clientAuth+serverAuth+codeSigning,
+                           e.g. uefi-key:codeSigning, all:codeSigning, tls:serverAuth+clientAuth (names:
+                           serverAuth clientAuth codeSigning emailProtection timeStamping OCSPSigning, or OIDs)
   --ca-dir DIR             reuse DIR/ca.pem and DIR/ca-key.pem, or create them there
   --ca-out FILE            also write the CA certificate (PEM) to FILE
   --latency-ms N           add N ms to every data-plane response
@@ -64,7 +68,11 @@ export function parseEmulatorArgs(args: string[]): EmulatorOptions | "help" {
   };
   set("port", number("port", values.port, true));
   set("keys", values.keys);
-  if (values.certs !== undefined) options.certs = values.certs === "all" ? "all" : values.certs.split(",").filter((s) => s !== "");
+  if (values.certs !== undefined) {
+    options.certs = values.certs === "all" ? "all" : values.certs.split(",").filter((s) => s !== "");
+    // A misspelt usage is a usage error (exit 2), not a start-up failure.
+    if (options.certs !== "all") options.certs.forEach(parseCertificateSpec);
+  }
   set("caDir", values["ca-dir"]);
   set("caOut", values["ca-out"]);
   set("latencyMs", number("latency-ms", values["latency-ms"], false));

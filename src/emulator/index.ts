@@ -8,7 +8,7 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { TokenService } from "./auth.ts";
-import { CertificateStore, createSelfSignedCertificate } from "./certificates.ts";
+import { CertificateStore, createSelfSignedCertificate, parseCertificateSpec, parseEkuList, startUpPolicy } from "./certificates.ts";
 import { FaultInjector } from "./faults.ts";
 import { KeyStore, parseKeySpecs } from "./keystore.ts";
 import { IDENTITY_PATH, createHttpsHandler, createIdentityHandler, type VaultState } from "./server.ts";
@@ -20,7 +20,11 @@ export interface EmulatorOptions {
   port?: number;
   /** "name:RSA:2048,name2:EC:P-256,aes:oct:256" (also RSA-HSM/EC-HSM/oct-HSM). */
   keys?: string;
-  /** Self-signed certificates for these key names (backed by the key of the same name); "all" = every RSA/EC key. */
+  /**
+   * Self-signed certificates for these key names (backed by the key of the same name); "all" = every RSA/EC key.
+   * An entry `name:codeSigning` (or `all:codeSigning`, usages joined by "+", names of EKU_OIDS or dotted OIDs)
+   * gives the certificate exactly those extended key usages instead of clientAuth+serverAuth+codeSigning.
+   */
   certs?: string[] | "all";
   /** Reuse ca.pem + ca-key.pem from this folder if present, else create them there. */
   caDir?: string;
@@ -46,9 +50,10 @@ export interface RunningEmulator {
   tenantId: string;
   /**
    * Create keys/certs at run time, for tests (same effect as the CLI flags). `spec` is a --keys value; with
-   * `certificate: true` each new RSA/EC key also gets a self-signed certificate of the same name.
+   * `certificate: true` each new RSA/EC key also gets a self-signed certificate of the same name, whose extended
+   * key usages are `ekus` when given (e.g. ["codeSigning"]; names or dotted OIDs).
    */
-  addKey(spec: string, options?: { certificate?: boolean }): Promise<void>;
+  addKey(spec: string, options?: { certificate?: boolean; ekus?: string[] }): Promise<void>;
   /**
    * Data-plane requests received so far, by operation ("get-key", "get-certificate", "sign", "decrypt",
    * "list-keys" ...; see requestOperation in server.ts). Every request counts when it arrives, before fault
@@ -93,8 +98,9 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
     if (names.has(name)) throw new Error(`key '${name}' appears twice in the key spec`);
     names.add(name);
   }
-  if (Array.isArray(options.certs)) {
-    for (const name of options.certs) if (!names.has(name)) throw new Error(`certificate '${name}' has no key of the same name in the key spec`);
+  const certSpecs = options.certs === "all" ? [{ name: "all" }] : (options.certs ?? []).map(parseCertificateSpec);
+  for (const { name } of certSpecs) {
+    if (name !== "all" && !names.has(name)) throw new Error(`certificate '${name}' has no key of the same name in the key spec`);
   }
 
   const state: VaultState = {
@@ -108,17 +114,22 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
     requestCountsByName: new Map(),
   };
 
-  const addCertificate = async (name: string): Promise<void> => {
-    state.certificates.add(await createSelfSignedCertificate(state.keys.get(name)));
+  const addCertificate = async (name: string, ekus?: string[]): Promise<void> => {
+    state.certificates.add(await createSelfSignedCertificate(state.keys.get(name), startUpPolicy(name, ekus)));
   };
 
   // TLS material and every key are generated concurrently; RSA generation runs on libuv's thread pool.
   const [pki] = await Promise.all([createPki(options.caDir), ...specs.map(({ name, request }) => state.keys.create(name, request))]);
-  const certNames = options.certs === "all" ? specs.filter((s) => !s.request.kty.startsWith("oct")).map((s) => s.name) : options.certs ?? [];
-  for (const name of certNames) {
+  // Usages named for one key win over those given with `all`, whatever the order of the entries.
+  const certUsages = new Map<string, string[] | undefined>();
+  for (const { name, ekus } of certSpecs) {
+    if (name === "all") for (const s of specs) if (!s.request.kty.startsWith("oct") && !certUsages.has(s.name)) certUsages.set(s.name, ekus);
+  }
+  for (const { name, ekus } of certSpecs) if (name !== "all") certUsages.set(name, ekus);
+  for (const name of certUsages.keys()) {
     if (state.keys.get(name).material.family === "oct") throw new Error(`certificate '${name}': an oct (AES) key cannot back a certificate`);
   }
-  await Promise.all(certNames.map(addCertificate));
+  await Promise.all([...certUsages].map(([name, ekus]) => addCertificate(name, ekus)));
 
   let tempDir: string | undefined;
   let caFile: string;
@@ -159,11 +170,12 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
     caFile,
     caPem: pki.caPem,
     tenantId,
-    async addKey(spec: string, addOptions?: { certificate?: boolean }): Promise<void> {
+    async addKey(spec: string, addOptions?: { certificate?: boolean; ekus?: string[] }): Promise<void> {
       const parsed = parseKeySpecs(spec);
+      const ekus = addOptions?.ekus && parseEkuList(addOptions.ekus.join("+"));
       await Promise.all(parsed.map(({ name, request }) => state.keys.create(name, request)));
       if (addOptions?.certificate) {
-        await Promise.all(parsed.filter((s) => !s.request.kty.startsWith("oct")).map((s) => addCertificate(s.name)));
+        await Promise.all(parsed.filter((s) => !s.request.kty.startsWith("oct")).map((s) => addCertificate(s.name, ekus)));
       }
     },
     requestCounts: (name?: string) => Object.fromEntries(name === undefined ? state.requestCounts : state.requestCountsByName.get(name.toLowerCase()) ?? []),

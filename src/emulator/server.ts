@@ -7,7 +7,17 @@ import { setTimeout as delay } from "node:timers/promises";
 import { log } from "../log/log.ts";
 import { ALL_KEY_OPS, KEY_TYPES } from "./algorithms.ts";
 import { TokenService, resourceFromScope } from "./auth.ts";
-import { CertificateStore, certificateBundle, certificateItem } from "./certificates.ts";
+import {
+  CertificateStore,
+  certificateBundle,
+  certificateItem,
+  certificateOperation,
+  certificatePolicy,
+  createCertificateRequest,
+  createSelfSignedCertificate,
+  keyRequestOf,
+  parseCreateCertificateRequest,
+} from "./certificates.ts";
 import { KeyVaultError, badParameter } from "./errors.ts";
 import type { FaultInjector } from "./faults.ts";
 import { KeyStore, deletedKeyBundle, deletedKeyItem, keyBundle, keyId, keyItem, nowSeconds, type CreateKeyRequest, type KeyVersion } from "./keystore.ts";
@@ -224,6 +234,27 @@ function cryptoOperation(base: string, v: KeyVersion, op: KeyOperation, body: Re
   }
 }
 
+/**
+ * A "Self" certificate: a new version of the key of the same name and a certificate it signs, sharing that version.
+ * The service answers 202 with the pending operation and a Location to poll. Without a policy the request repeats
+ * the certificate's current one, as the service does for a new version.
+ */
+async function createCertificate(state: VaultState, base: string, name: string, body: Record<string, unknown>, apiVersion: string): Promise<Reply> {
+  const latest = state.certificates.find(name);
+  const { key: keyRequest, policy } = parseCreateCertificateRequest(body, latest && { key: keyRequestOf(latest.key), policy: latest.policy });
+  const key = await state.keys.create(name, keyRequest);
+  const [certificate, csr] = await Promise.all([createSelfSignedCertificate(key, policy), createCertificateRequest(key, policy)]);
+  state.certificates.add(certificate);
+  const operation = { name, requestId: randomBytes(16).toString("hex"), csr };
+  state.certificates.setOperation(operation);
+  return {
+    status: 202,
+    body: certificateOperation(base, operation, false),
+    // The service also sends Retry-After: 10; the operation here is already complete, so pollers need not wait.
+    headers: { Location: `${base}/certificates/${name}/pending?api-version=${encodeURIComponent(apiVersion)}&request_id=${operation.requestId}` },
+  };
+}
+
 const methodNotAllowed = (): KeyVaultError => new KeyVaultError(405, "MethodNotAllowed", "The requested method is not allowed on this resource.");
 const notFound = (path: string): KeyVaultError => new KeyVaultError(404, "NotFound", `The requested resource ${path} was not found.`);
 
@@ -300,6 +331,10 @@ async function route(state: VaultState, req: IncomingMessage, url: URL, base: st
   }
 
   if (collection === "certificates") {
+    if (name && third === "create" && fourth === undefined) {
+      if (method !== "POST") throw methodNotAllowed();
+      return createCertificate(state, base, name, body, url.searchParams.get("api-version") ?? "");
+    }
     if (method !== "GET") throw methodNotAllowed();
     if (name === undefined || name === "") {
       const latest = state.certificates.names().map((n) => state.certificates.get(n));
@@ -310,6 +345,8 @@ async function route(state: VaultState, req: IncomingMessage, url: URL, base: st
       const versions = state.certificates.versions(name);
       return page(versions, byPosition(versions), url, base, `/certificates/${name}/versions`, (c) => certificateItem(base, c, true));
     }
+    if (third === "pending") return { status: 200, body: certificateOperation(base, state.certificates.operation(name), true) };
+    if (third === "policy") return { status: 200, body: certificatePolicy(base, state.certificates.get(name)) };
     const cert = state.certificates.get(name, third);
     return { status: 200, body: certificateBundle(base, cert, !third) };
   }
@@ -433,6 +470,9 @@ export function requestOperation(method: string, segments: string[]): string {
       return method === "DELETE" ? "purge-deleted-key" : "get-deleted-key";
     case "certificates":
       if (listing) return "list-certificates";
+      if (fourth === undefined && third === "create") return "create-certificate";
+      if (fourth === undefined && third === "pending") return "get-certificate-operation";
+      if (fourth === undefined && third === "policy") return "get-certificate-policy";
       return third === "versions" ? "list-certificate-versions" : "get-certificate";
     case "rng":
       return "get-random-bytes";
