@@ -2,6 +2,8 @@
 // self-signed certificate, a config.json exposing them as two tokens, and the environment a client program needs to
 // load build/azure-keyvault-pkcs11.so against it. The public keys and certificates are fetched from the emulator over
 // HTTPS with a managed-identity token, independently of the module, and every test verifies against those.
+// `startClientFixture({ certificateUsage: "codeSigning" })` gives both certificates code signing as their only
+// extended key usage, as a Secure Boot signing certificate created with such a policy on the real service has.
 //
 // AKV_CLIENT_TESTS_BACKEND=softhsm runs the same tests against SoftHSMv2 (a known-good module, apt package softhsm2)
 // with locally generated keys; it exists to debug the test commands themselves and is not part of CI.
@@ -61,16 +63,19 @@ export interface ClientFixture {
   runOk(file: string, args: readonly string[], options?: Partial<RunOptions>): Promise<RunResult>;
   /** Writes an OpenSSL config that loads the libp11 engine with this module; returns its path. */
   opensslEngineConfig(): Promise<string>;
-  /**
-   * A UEFI-style code-signing certificate for the key (extended key usage codeSigning only), self-signed on the
-   * token through the libp11 engine, checked against the vault's public key and with openssl verify -check_ss_sig.
-   * Returns its PEM path. The vault's own certificate also names serverAuth and clientAuth, which sbverify refuses:
-   * it accepts a certificate for S/MIME signing, or one whose only extended key usage is code signing.
-   */
-  codeSigningCertificate(key: ClientKey): Promise<string>;
-  /** The environment for a second config.json whose slots expose the given certificate files (certificate_path). */
-  envWithCertificates(certificates: Partial<Record<KeyKind, string>>): Promise<NodeJS.ProcessEnv>;
+  /** The certificate object the token shows for the key (CKA_LABEL = key name), read with pkcs11-tool. */
+  tokenCertificate(key: ClientKey): Promise<X509Certificate>;
   close(): Promise<void>;
+}
+
+export interface ClientFixtureOptions {
+  /**
+   * "tls-and-code-signing" (default): the vault's certificates name clientAuth, serverAuth and codeSigning
+   * (SoftHSM's also emailProtection).
+   * "codeSigning": code signing only, which sbverify requires (it refuses a certificate that also names TLS usages,
+   * and accepts one for S/MIME signing or whose only extended key usage is code signing).
+   */
+  certificateUsage?: "tls-and-code-signing" | "codeSigning";
 }
 
 interface EmulatorInfo {
@@ -129,10 +134,10 @@ async function fetchFromVault(emulator: EmulatorInfo, keyName: string): Promise<
   return { publicKey, certificate: new X509Certificate(Buffer.from(certificate.cer, "base64")) };
 }
 
-async function startEmulatorProcess(dir: string, env: NodeJS.ProcessEnv): Promise<{ daemon: Daemon; info: EmulatorInfo }> {
+async function startEmulatorProcess(dir: string, env: NodeJS.ProcessEnv, certs: string): Promise<{ daemon: Daemon; info: EmulatorInfo }> {
   const cli = path.join(repoRoot, "build", "cli.cjs");
   if (!existsSync(cli)) throw new Error(`${cli} is missing: run \`npm run build\` first`);
-  const daemon = startDaemon(process.execPath, [cli, "emulator", "--port", "0", "--keys", "rsa-key:RSA:2048,ec-key:EC:P-256", "--certs", "all"], {
+  const daemon = startDaemon(process.execPath, [cli, "emulator", "--port", "0", "--keys", "rsa-key:RSA:2048,ec-key:EC:P-256", "--certs", certs], {
     env,
     cwd: dir,
   });
@@ -195,7 +200,7 @@ function makeKey(kind: KeyKind, keyName: string, tokenLabel: string, dir: string
   };
 }
 
-async function startSoftHsm(dir: string, env: NodeJS.ProcessEnv, pin: string): Promise<{ rsa: ClientKey; ec: ClientKey }> {
+async function startSoftHsm(dir: string, env: NodeJS.ProcessEnv, pin: string, extendedKeyUsage: string): Promise<{ rsa: ClientKey; ec: ClientKey }> {
   await writeFile(path.join(dir, "softhsm2.conf"), `directories.tokendir = ${dir}/tokens\nobjectstore.backend = file\nlog.level = ERROR\n`);
   await run("mkdir", ["-p", path.join(dir, "tokens"), env.HOME as string], { env });
   env.SOFTHSM2_CONF = path.join(dir, "softhsm2.conf");
@@ -211,7 +216,7 @@ async function startSoftHsm(dir: string, env: NodeJS.ProcessEnv, pin: string): P
     const certFile = path.join(dir, `${kind}.softhsm.crt`);
     await ok("openssl", ["genpkey", "-algorithm", kind === "rsa" ? "RSA" : "EC", "-pkeyopt", kind === "rsa" ? "rsa_keygen_bits:2048" : "ec_paramgen_curve:P-256", "-out", keyFile]);
     await ok("openssl", ["req", "-new", "-x509", "-key", keyFile, "-subj", `/CN=${keyName}`, "-days", "30", "-out", certFile,
-      "-addext", "keyUsage=critical,digitalSignature", "-addext", "extendedKeyUsage=serverAuth,clientAuth,codeSigning,emailProtection",
+      "-addext", "keyUsage=critical,digitalSignature", "-addext", `extendedKeyUsage=${extendedKeyUsage}`,
       "-addext", `subjectAltName=DNS:${keyName}`]);
     await ok("softhsm2-util", ["--init-token", "--free", "--label", tokenLabel, "--pin", pin, "--so-pin", "5678"]);
     await ok("softhsm2-util", ["--import", keyFile, "--token", tokenLabel, "--label", keyName, "--id", kind === "rsa" ? "01" : "02", "--pin", pin]);
@@ -223,8 +228,9 @@ async function startSoftHsm(dir: string, env: NodeJS.ProcessEnv, pin: string): P
   return { rsa: keys[0] as ClientKey, ec: keys[1] as ClientKey };
 }
 
-export async function startClientFixture(): Promise<ClientFixture> {
+export async function startClientFixture(options: ClientFixtureOptions = {}): Promise<ClientFixture> {
   const backend = process.env.AKV_CLIENT_TESTS_BACKEND === "softhsm" ? "softhsm" : "module";
+  const codeSigningOnly = options.certificateUsage === "codeSigning";
   const dir = await mkdtemp(path.join(tmpdir(), "akv-clients-"));
   const env = baseEnv(dir);
   await run("mkdir", ["-p", env.HOME as string], { env });
@@ -232,16 +238,15 @@ export async function startClientFixture(): Promise<ClientFixture> {
   let keys: { rsa: ClientKey; ec: ClientKey };
   let pin: string | undefined;
   let chosenModule: string;
-  let vaultUrl: string | undefined;
   try {
     if (backend === "softhsm") {
       pin = "1234";
       chosenModule = softhsmModulePath;
-      keys = await startSoftHsm(dir, env, pin);
+      keys = await startSoftHsm(dir, env, pin, codeSigningOnly ? "codeSigning" : "serverAuth,clientAuth,codeSigning,emailProtection");
     } else {
       chosenModule = modulePath;
       if (!existsSync(modulePath)) throw new Error(`${modulePath} is missing: run \`npm run build\` first`);
-      const { daemon, info } = await startEmulatorProcess(dir, env);
+      const { daemon, info } = await startEmulatorProcess(dir, env, codeSigningOnly ? "all:codeSigning" : "all");
       daemons.push(daemon);
       const caFile = path.join(dir, "emulator-ca.pem");
       await writeFile(caFile, info.caPem);
@@ -252,7 +257,6 @@ export async function startClientFixture(): Promise<ClientFixture> {
         made.push(makeKey(kind, keyName, `${kind}-token`, dir, publicKey, certificate));
       }
       keys = { rsa: made[0] as ClientKey, ec: made[1] as ClientKey };
-      vaultUrl = info.url;
       const configFile = path.join(dir, "config.json");
       const config = {
         slots: [keys.rsa, keys.ec].map((key) => ({ label: key.tokenLabel, key_name: key.keyName, vault_url: info.url })),
@@ -302,32 +306,12 @@ export async function startClientFixture(): Promise<ClientFixture> {
       );
       return file;
     },
-    async codeSigningCertificate(key) {
-      const out = path.join(dir, `${key.keyName}.codesigning.pem`);
-      const opensslEnv = { ...env, OPENSSL_CONF: await fixture.opensslEngineConfig() };
-      const made = await run("openssl", [
-        "req", "-new", "-x509", "-engine", "pkcs11", "-keyform", "engine", "-key", key.privateKeyUriWithPin, "-sha256",
-        "-subj", `/CN=${key.keyName} UEFI signing`, "-days", "30", "-addext", "basicConstraints=critical,CA:FALSE",
-        "-addext", "keyUsage=critical,digitalSignature", "-addext", "extendedKeyUsage=codeSigning", "-out", out,
-      ], { env: opensslEnv, cwd: dir });
-      if (made.code !== 0) throw new Error(describe(made));
-      const certificate = new X509Certificate(await readFile(out));
-      if (!samePublicKey(certificate.publicKey, key.publicKey)) throw new Error(`${out} does not carry the vault's public key of ${key.keyName}`);
-      const verified = await run("openssl", ["verify", "-check_ss_sig", "-CAfile", out, out], { env, cwd: dir });
-      if (verified.code !== 0) throw new Error(describe(verified));
-      return out;
-    },
-    async envWithCertificates(certificates) {
-      if (vaultUrl === undefined) throw new Error("envWithCertificates needs the emulator backend");
-      const configFile = path.join(dir, `config-${Object.keys(certificates).join("-")}.json`);
-      const config = {
-        slots: [keys.rsa, keys.ec].map((key) => {
-          const certificatePath = certificates[key.kind];
-          return { label: key.tokenLabel, key_name: key.keyName, vault_url: vaultUrl, ...(certificatePath ? { certificate_path: certificatePath } : {}) };
-        }),
-      };
-      await writeFile(configFile, `${JSON.stringify(config, null, 2)}\n`);
-      return { ...env, AZURE_KEYVAULT_PKCS11_CONFIG: configFile };
+    async tokenCertificate(key) {
+      const read = await run("pkcs11-tool", [
+        "--module", chosenModule, "--token-label", key.tokenLabel, "--read-object", "--type", "cert", "--label", key.keyName,
+      ], { env, cwd: dir });
+      if (read.code !== 0 || read.stdoutBytes.length === 0) throw new Error(describe(read));
+      return new X509Certificate(read.stdoutBytes);
     },
     async close() {
       await Promise.all(daemons.map((daemon) => daemon.stop()));

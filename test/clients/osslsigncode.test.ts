@@ -1,5 +1,6 @@
-// osslsigncode: Authenticode-sign a PE file (shim-unsigned's shimx64.efi) through the libp11 engine, then check it
-// with `osslsigncode verify` and, independently, with sbverify against a code-signing certificate for the vault's key.
+// osslsigncode: Authenticode-sign a PE file (shim-unsigned's shimx64.efi) through the libp11 engine with the vault's
+// certificate for the key, then check it with `osslsigncode verify` and, independently, with sbverify. The vault's
+// certificates here are code-signing-only: sbverify refuses one that also names TLS usages.
 import test from "ava";
 import { describe, libp11EnginePath, startClientFixture, type ClientFixture } from "./harness.ts";
 
@@ -7,7 +8,7 @@ const unsignedPe = "/usr/lib/shim/shimx64.efi";
 let fixture: ClientFixture;
 
 test.before(async () => {
-  fixture = await startClientFixture();
+  fixture = await startClientFixture({ certificateUsage: "codeSigning" });
 });
 
 test.after.always(async () => {
@@ -17,8 +18,7 @@ test.after.always(async () => {
 for (const kind of ["rsa", "ec"] as const) {
   test(`osslsigncode signs ${unsignedPe} with the ${kind} key and the signature verifies`, async (t) => {
     const key = fixture[kind];
-    // A code-signing certificate for the token's key; sbverify refuses the vault's TLS-and-code-signing one.
-    const certificate = await fixture.codeSigningCertificate(key);
+    const certificate = key.certificatePath;
     const signed = fixture.file(`shimx64-${kind}.efi`);
     const pass = fixture.pin === undefined ? [] : ["-pass", fixture.pin];
     const sign = await fixture.run("osslsigncode", [

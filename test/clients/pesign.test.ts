@@ -1,8 +1,8 @@
 // pesign (NSS): the module is added to a fresh NSS database with modutil; pesign -s signs with the key and
-// certificate on the token (the certificate's CKA_LABEL is the nickname), then pesign -S and sbverify check it.
+// certificate on the token (the certificate's CKA_LABEL is the nickname), then pesign -S and sbverify check it
+// against the vault's certificate, fetched from the emulator. The vault's certificates here are code-signing-only,
+// as sbverify requires.
 import test from "ava";
-import { X509Certificate } from "node:crypto";
-import { readFile } from "node:fs/promises";
 import { describe, startClientFixture, type ClientFixture } from "./harness.ts";
 
 const unsignedPe = "/usr/lib/shim/shimx64.efi";
@@ -10,7 +10,7 @@ let fixture: ClientFixture;
 let nssDb: string;
 
 test.before(async () => {
-  fixture = await startClientFixture();
+  fixture = await startClientFixture({ certificateUsage: "codeSigning" });
   nssDb = fixture.file("nssdb");
   await fixture.runOk("mkdir", ["-p", nssDb]);
   await fixture.runOk("certutil", ["-N", "--empty-password", "-d", `sql:${nssDb}`]);
@@ -38,23 +38,24 @@ test("certutil sees the token's certificates and keys through modutil's registra
   for (const key of fixture.keys) t.regex(certs.stdout, new RegExp(`^${key.tokenLabel}:${key.keyName}\\s+u,u,u$`, "m"), describe(certs));
 });
 
+test("NSS reads the vault's certificate from the token", async (t) => {
+  for (const key of fixture.keys) {
+    const exported = await fixture.run("certutil", ["-d", `sql:${nssDb}`, "-L", "-n", `${key.tokenLabel}:${key.keyName}`, "-r"]);
+    t.is(exported.code, 0, describe(exported));
+    t.true(exported.stdoutBytes.equals(key.certificate.raw), `${key.tokenLabel}: the token's certificate is the vault's`);
+  }
+});
+
 test(`pesign -s signs ${unsignedPe} with the RSA key on the token`, async (t) => {
   const key = fixture.rsa;
-  // The token shows a code-signing certificate for the key (config.json certificate_path): sbverify refuses the
-  // vault's TLS-and-code-signing certificate. SoftHSM's certificate already suits sbverify.
-  let certificate = key.certificatePath;
-  let env = fixture.env;
-  if (fixture.backend === "module") {
-    certificate = await fixture.codeSigningCertificate(key);
-    env = await fixture.envWithCertificates({ rsa: certificate });
-  }
+  const certificate = key.certificatePath;
   const signed = fixture.file("shimx64-pesign.efi");
-  const sign = await pesign(["-i", unsignedPe, "-o", signed, "-s", "-n", `sql:${nssDb}`, "-c", key.keyName, "-t", key.tokenLabel], env);
+  const sign = await pesign(["-i", unsignedPe, "-o", signed, "-s", "-n", `sql:${nssDb}`, "-c", key.keyName, "-t", key.tokenLabel], fixture.env);
   t.is(sign.code, 0, describe(sign));
   const show = await fixture.run("pesign", ["-S", "-i", signed]);
   t.is(show.code, 0, describe(show));
-  const signerName = new X509Certificate(await readFile(certificate)).subject.match(/CN=([^\n]+)/)?.[1] ?? "";
-  t.true(show.stdout.includes(`The signer's common name is ${signerName}`), describe(show));
+  t.is(key.certificate.subject, `CN=${key.keyName}`);
+  t.true(show.stdout.includes(`The signer's common name is ${key.keyName}\n`), describe(show));
   const verify = await fixture.run("sbverify", ["--cert", certificate, signed]);
   t.is(verify.code, 0, describe(verify));
   t.regex(verify.stdout + verify.stderr, /Signature verification OK/, describe(verify));
