@@ -6,6 +6,7 @@ import { FunctionId } from "../protocol/functions.ts";
 import { CKR } from "../pkcs11/constants.ts";
 import { Pkcs11Error } from "../pkcs11/error.ts";
 import type { OutResult } from "../session/operations.ts";
+import { andThen, type Immediate } from "../session/immediate.ts";
 import type { Session } from "../session/session.ts";
 import type { AttributeRequest } from "../token/attributes.ts";
 import { CRYPTOKI_VERSION, LIBRARY_DESCRIPTION, LIBRARY_MANUFACTURER, LIBRARY_VERSION, TOKEN_MANUFACTURER, type Pkcs11Module } from "./module.ts";
@@ -13,7 +14,8 @@ import { CRYPTOKI_VERSION, LIBRARY_DESCRIPTION, LIBRARY_MANUFACTURER, LIBRARY_VE
 export interface Handler<A = unknown, R = unknown> {
   name: string;
   decode(reader: Reader): A;
-  run(module: Pkcs11Module, args: A): Promise<R> | R;
+  /** Returns a plain value when nothing had to wait: the reply then goes out within the read callback. */
+  run(module: Pkcs11Module, args: A): Immediate<R>;
   /** `result` is undefined when run threw: write the zero shape. */
   encode(writer: Writer, result: R | undefined, args: A | undefined): void;
   /** A result may carry its own rv (CKR_BUFFER_TOO_SMALL, CKR_ATTRIBUTE_SENSITIVE ...). */
@@ -47,7 +49,7 @@ function encodeOut(writer: Writer, result: OutResult | undefined): void {
 }
 
 /** Session-scoped handlers whose order matters run through the session's queue. */
-function inSession<T>(module: Pkcs11Module, handle: number, task: (session: Session) => Promise<T> | T): Promise<T> {
+function inSession<T>(module: Pkcs11Module, handle: number, task: (session: Session) => Immediate<T>): Immediate<T> {
   const session = module.session(handle);
   return session.serial(() => {
     if (session.closed) throw new Pkcs11Error(CKR.SESSION_CLOSED);
@@ -232,11 +234,12 @@ export const HANDLERS = new Map<number, Handler>([
     define({
       name: "C_DestroyObject",
       decode: (r) => ({ session: r.ulong(), object: r.ulong() }),
-      run: async (m, a) => {
+      run: (m, a) => {
         const session = m.session(a.session);
-        await m.initialized.operations.object(session, a.object);
-        if (!session.readWrite) throw new Pkcs11Error(CKR.SESSION_READ_ONLY);
-        throw new Pkcs11Error(CKR.ACTION_PROHIBITED, "token objects are not destroyable (CKA_DESTROYABLE is false): delete keys in the vault");
+        return andThen(m.initialized.operations.object(session, a.object), () => {
+          if (!session.readWrite) throw new Pkcs11Error(CKR.SESSION_READ_ONLY);
+          throw new Pkcs11Error(CKR.ACTION_PROHIBITED, "token objects are not destroyable (CKA_DESTROYABLE is false): delete keys in the vault");
+        });
       },
       encode: nothing,
     }),
@@ -246,7 +249,7 @@ export const HANDLERS = new Map<number, Handler>([
     define({
       name: "C_GetObjectSize",
       decode: (r) => ({ session: r.ulong(), object: r.ulong() }),
-      run: async (m, a) => (await m.initialized.operations.object(m.session(a.session), a.object)).object.attributes.size(),
+      run: (m, a) => andThen(m.initialized.operations.object(m.session(a.session), a.object), (found) => found.object.attributes.size()),
       encode: (w, size) => void w.ulong(size ?? 0),
     }),
   ],
@@ -266,7 +269,7 @@ export const HANDLERS = new Map<number, Handler>([
         }
         return { session, object, requests };
       },
-      run: async (m, a) => (await m.initialized.operations.object(m.session(a.session), a.object)).object.attributes.read(a.requests),
+      run: (m, a) => andThen(m.initialized.operations.object(m.session(a.session), a.object), (found) => found.object.attributes.read(a.requests)),
       encode: (w, result, args) => {
         const count = args?.requests.length ?? 0;
         w.u32(count);
@@ -283,11 +286,12 @@ export const HANDLERS = new Map<number, Handler>([
     define({
       name: "C_SetAttributeValue",
       decode: (r) => ({ session: r.ulong(), object: r.ulong(), template: r.template() }),
-      run: async (m, a) => {
+      run: (m, a) => {
         const session = m.session(a.session);
-        await m.initialized.operations.object(session, a.object);
-        if (!session.readWrite) throw new Pkcs11Error(CKR.SESSION_READ_ONLY);
-        throw new Pkcs11Error(CKR.ACTION_PROHIBITED, "token objects are not modifiable (CKA_MODIFIABLE is false)");
+        return andThen(m.initialized.operations.object(session, a.object), () => {
+          if (!session.readWrite) throw new Pkcs11Error(CKR.SESSION_READ_ONLY);
+          throw new Pkcs11Error(CKR.ACTION_PROHIBITED, "token objects are not modifiable (CKA_MODIFIABLE is false)");
+        });
       },
       encode: nothing,
     }),

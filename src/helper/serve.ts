@@ -7,6 +7,7 @@ import { FrameReader, replyWriter, sealReply, type RequestFrame } from "../proto
 import { FunctionId } from "../protocol/functions.ts";
 import { CKR, rvName } from "../pkcs11/constants.ts";
 import { Pkcs11Error } from "../pkcs11/error.ts";
+import { isPromise } from "../session/immediate.ts";
 import { HANDLERS } from "./dispatch.ts";
 import { Pkcs11Module } from "./module.ts";
 
@@ -43,7 +44,9 @@ export function serve(socket: Socket, module = new Pkcs11Module(), exit: (code: 
       const reader = new Reader(frame.payload);
       args = handler.decode(reader);
       reader.end();
-      result = await handler.run(module, args);
+      // No await for a plain value: the reply is written before this read callback returns (src/session/immediate.ts).
+      const running = handler.run(module, args);
+      result = isPromise(running) ? await running : running;
       rv = handler.rvOf?.(result) ?? CKR.OK;
     } catch (error) {
       result = undefined;

@@ -4,7 +4,7 @@ import type { KeyMaterial } from "../token/key-material.ts";
 import { CKF, CKR, mechanismName } from "../pkcs11/constants.ts";
 import { Pkcs11Error } from "../pkcs11/error.ts";
 import { mechanismSpec, type MechanismFamily, type MechanismSpec } from "./table.ts";
-import type { DecryptOperation, EncryptOperation, InitContext, SignOperation, VerifyOperation } from "./operation.ts";
+import type { DecryptOperation, EncryptOperation, InitContext, SignOperation, VaultSignRequest, VerifyOperation } from "./operation.ts";
 import { startDigest, type DigestOperation } from "./digest.ts";
 import * as rsaPkcs1 from "./rsa-pkcs1.ts";
 import * as rsaPss from "./rsa-pss.ts";
@@ -57,4 +57,4 @@ export function startDigestOperation(mechanism: Mechanism, ulongSize: number): D
   return startDigest({ mechanism, spec, ulongSize });
 }
 
-export type { DigestOperation, DecryptOperation, EncryptOperation, SignOperation, VerifyOperation };
+export type { DigestOperation, DecryptOperation, EncryptOperation, SignOperation, VaultSignRequest, VerifyOperation };

@@ -5,11 +5,12 @@ import type { Attribute, Mechanism, OutRequest } from "../protocol/codec.ts";
 import type { VaultBackend } from "../vault/types.ts";
 import { CKF, CKR } from "../pkcs11/constants.ts";
 import { Pkcs11Error } from "../pkcs11/error.ts";
-import { startDecrypt, startDigestOperation, startEncrypt, startSign, startVerify } from "../mechanisms/index.ts";
+import { startDecrypt, startDigestOperation, startEncrypt, startSign, startVerify, type VaultSignRequest } from "../mechanisms/index.ts";
 import type { KeyMaterial } from "../token/key-material.ts";
 import type { TokenObject } from "../token/objects.ts";
 import { vaultFailure } from "../token/vault-errors.ts";
-import type { Session } from "./session.ts";
+import { andThen, type Immediate } from "./immediate.ts";
+import type { ActiveSign, Session } from "./session.ts";
 import { log } from "../log/log.ts";
 
 export interface OutResult {
@@ -33,17 +34,19 @@ export class Operations {
 
   // ---- objects ---------------------------------------------------------------------------------------------
 
-  async object(session: Session, handle: number): Promise<{ object: TokenObject; material: KeyMaterial }> {
-    const loaded = session.token.current ?? (await session.token.load());
-    const object = loaded.objects.find((candidate) => candidate.handle === handle);
-    if (!object) throw new Pkcs11Error(CKR.OBJECT_HANDLE_INVALID);
-    return { object, material: loaded.material };
+  object(session: Session, handle: number): Immediate<{ object: TokenObject; material: KeyMaterial }> {
+    return andThen(session.token.current ?? session.token.load(), (loaded) => {
+      const object = loaded.objects.find((candidate) => candidate.handle === handle);
+      if (!object) throw new Pkcs11Error(CKR.OBJECT_HANDLE_INVALID);
+      return { object, material: loaded.material };
+    });
   }
 
-  async findInit(session: Session, template: Attribute[]): Promise<void> {
+  findInit(session: Session, template: Attribute[]): Immediate<void> {
     if (session.find) throw new Pkcs11Error(CKR.OPERATION_ACTIVE);
-    const loaded = session.token.current ?? (await session.token.load());
-    session.find = { handles: loaded.objects.filter((object) => object.attributes.matches(template)).map((object) => object.handle), position: 0 };
+    return andThen(session.token.current ?? session.token.load(), (loaded) => {
+      session.find = { handles: loaded.objects.filter((object) => object.attributes.matches(template)).map((object) => object.handle), position: 0 };
+    });
   }
 
   find(session: Session, maxCount: number): number[] {
@@ -62,15 +65,16 @@ export class Operations {
   // ---- keys for Init ---------------------------------------------------------------------------------------
 
   /** The key object for an Init call, with the spec's checks on class and permission. */
-  private async key(session: Session, handle: number, side: "private" | "public", permitted: (material: KeyMaterial) => boolean, purpose: string): Promise<KeyMaterial> {
-    let found;
-    try {
-      found = await this.object(session, handle);
-    } catch (error) {
-      if (error instanceof Pkcs11Error && error.rv === CKR.OBJECT_HANDLE_INVALID) throw new Pkcs11Error(CKR.KEY_HANDLE_INVALID);
-      throw error;
-    }
-    const { object, material } = found;
+  private key(session: Session, handle: number, side: "private" | "public", permitted: (material: KeyMaterial) => boolean, purpose: string): Immediate<KeyMaterial> {
+    return andThen(session.token.current ?? session.token.load(), (loaded) => {
+      const object = loaded.objects.find((candidate) => candidate.handle === handle);
+      if (!object) throw new Pkcs11Error(CKR.KEY_HANDLE_INVALID);
+      return this.checkedKey(session, object, loaded.material, side, permitted, purpose);
+    });
+  }
+
+  private checkedKey(session: Session, object: TokenObject, material: KeyMaterial, side: "private" | "public", permitted: (material: KeyMaterial) => boolean, purpose: string): KeyMaterial {
+    const handle = object.handle;
     if (object.kind === "certificate") throw new Pkcs11Error(CKR.KEY_HANDLE_INVALID, `object ${handle} is a certificate, not a key`);
     if (object.kind !== side) throw new Pkcs11Error(CKR.KEY_TYPE_INCONSISTENT, `${purpose} needs the ${side} key; object ${handle} is the ${object.kind} key`);
     if (!permitted(material)) {
@@ -81,13 +85,14 @@ export class Operations {
 
   // ---- sign ------------------------------------------------------------------------------------------------
 
-  async signInit(session: Session, mechanism: Mechanism, keyHandle: number): Promise<void> {
+  signInit(session: Session, mechanism: Mechanism, keyHandle: number): Immediate<void> {
     if (session.sign) throw new Pkcs11Error(CKR.OPERATION_ACTIVE);
-    const material = await this.key(session, keyHandle, "private", (m) => m.can.sign, "signing");
-    session.sign = { op: startSign(mechanism, material, this.ulongSize), material, multiPart: false };
+    return andThen(this.key(session, keyHandle, "private", (m) => m.can.sign, "signing"), (material) => {
+      session.sign = { op: startSign(mechanism, material, this.ulongSize), material, multiPart: false };
+    });
   }
 
-  async sign(session: Session, data: Buffer | undefined, out: OutRequest): Promise<OutResult> {
+  sign(session: Session, data: Buffer | undefined, out: OutRequest): Immediate<OutResult> {
     const active = session.sign;
     if (!active) throw new Pkcs11Error(CKR.OPERATION_NOT_INITIALIZED);
     if (data && active.multiPart) {
@@ -97,7 +102,10 @@ export class Operations {
     const sized = sizeOnly(out, active.op.signatureLength);
     if (sized) return sized;
     session.sign = undefined;
-    const request = active.op.finish(data);
+    return this.signInVault(session, active, active.op.finish(data));
+  }
+
+  private async signInVault(session: Session, active: ActiveSign, request: VaultSignRequest): Promise<OutResult> {
     let signature: Buffer;
     try {
       signature = await this.backend.sign(active.material.key, request.algorithm, request.digest);
@@ -121,10 +129,11 @@ export class Operations {
 
   // ---- verify ----------------------------------------------------------------------------------------------
 
-  async verifyInit(session: Session, mechanism: Mechanism, keyHandle: number): Promise<void> {
+  verifyInit(session: Session, mechanism: Mechanism, keyHandle: number): Immediate<void> {
     if (session.verify) throw new Pkcs11Error(CKR.OPERATION_ACTIVE);
-    const material = await this.key(session, keyHandle, "public", (m) => m.can.verify, "verification");
-    session.verify = { op: startVerify(mechanism, material, this.ulongSize), multiPart: false };
+    return andThen(this.key(session, keyHandle, "public", (m) => m.can.verify, "verification"), (material) => {
+      session.verify = { op: startVerify(mechanism, material, this.ulongSize), multiPart: false };
+    });
   }
 
   verify(session: Session, data: Buffer | undefined, signature: Buffer): void {
@@ -149,10 +158,11 @@ export class Operations {
 
   // ---- encrypt (local) -------------------------------------------------------------------------------------
 
-  async encryptInit(session: Session, mechanism: Mechanism, keyHandle: number): Promise<void> {
+  encryptInit(session: Session, mechanism: Mechanism, keyHandle: number): Immediate<void> {
     if (session.encrypt) throw new Pkcs11Error(CKR.OPERATION_ACTIVE);
-    const material = await this.key(session, keyHandle, "public", (m) => m.can.encrypt && m.kind === "RSA", "encryption");
-    session.encrypt = startEncrypt(mechanism, material, this.ulongSize);
+    return andThen(this.key(session, keyHandle, "public", (m) => m.can.encrypt && m.kind === "RSA", "encryption"), (material) => {
+      session.encrypt = startEncrypt(mechanism, material, this.ulongSize);
+    });
   }
 
   encrypt(session: Session, data: Buffer, out: OutRequest): OutResult {
@@ -174,10 +184,11 @@ export class Operations {
 
   // ---- decrypt (in the vault) ------------------------------------------------------------------------------
 
-  async decryptInit(session: Session, mechanism: Mechanism, keyHandle: number): Promise<void> {
+  decryptInit(session: Session, mechanism: Mechanism, keyHandle: number): Immediate<void> {
     if (session.decrypt) throw new Pkcs11Error(CKR.OPERATION_ACTIVE);
-    const material = await this.key(session, keyHandle, "private", (m) => m.can.decrypt && m.kind === "RSA", "decryption");
-    session.decrypt = { op: startDecrypt(mechanism, material, this.ulongSize), material };
+    return andThen(this.key(session, keyHandle, "private", (m) => m.can.decrypt && m.kind === "RSA", "decryption"), (material) => {
+      session.decrypt = { op: startDecrypt(mechanism, material, this.ulongSize), material };
+    });
   }
 
   async decrypt(session: Session, ciphertext: Buffer, out: OutRequest): Promise<OutResult> {

@@ -4,6 +4,7 @@ import { CKF, CKS } from "../pkcs11/constants.ts";
 import type { DecryptOperation, DigestOperation, EncryptOperation, SignOperation, VerifyOperation } from "../mechanisms/index.ts";
 import type { KeyMaterial } from "../token/key-material.ts";
 import type { Token } from "../token/token.ts";
+import { isPromise, type Immediate } from "./immediate.ts";
 
 export interface ActiveSign {
   op: SignOperation;
@@ -42,6 +43,8 @@ export class Session {
   decrypt: ActiveDecrypt | undefined;
   digest: ActiveDigest | undefined;
   private tail: Promise<unknown> = Promise.resolve();
+  /** Ordered calls of this session that are still waiting (for the vault, or for each other). */
+  private waiting = 0;
 
   constructor(
     readonly handle: number,
@@ -68,9 +71,15 @@ export class Session {
    * Runs `task` after the session's earlier ordered calls have finished. Different sessions never wait for each
    * other; within one session, an Update cannot overtake its Init, nor a Final its Update.
    */
-  serial<T>(task: () => Promise<T> | T): Promise<T> {
-    const run = this.tail.then(task, task);
-    this.tail = run.catch(() => undefined);
+  serial<T>(task: () => Immediate<T>): Immediate<T> {
+    // With nothing ahead of it the task runs now, and a task that needs nothing remote answers without a promise.
+    const run = this.waiting === 0 ? task() : this.tail.then(task, task);
+    if (!isPromise(run)) return run;
+    this.waiting++;
+    this.tail = run.then(
+      () => void this.waiting--,
+      () => void this.waiting--,
+    );
     return run;
   }
 
