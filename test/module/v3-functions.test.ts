@@ -1,22 +1,12 @@
 // The PKCS#11 3.0 session functions C_LoginUser and C_SessionCancel, through C_GetInterface's 3.0 table and the
 // real helper. pkcs11js only speaks 2.40, so a small C driver (v3-driver.c, compiled here) makes the calls.
 import test from "ava";
-import { execFile, execFileSync } from "node:child_process";
+import { execFile } from "node:child_process";
 import { createHash, verify } from "node:crypto";
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
 import path from "node:path";
+import { compileDriver, keyValues, rv as CKR } from "../native/driver.ts";
 import { modulePath, repoRoot, startModuleFixture, type ModuleFixture } from "./harness.ts";
 
-const CKR = {
-  OK: "0x0",
-  ARGUMENTS_BAD: "0x7",
-  OPERATION_ACTIVE: "0x90",
-  OPERATION_NOT_INITIALIZED: "0x91",
-  SESSION_HANDLE_INVALID: "0xb3",
-  USER_ALREADY_LOGGED_IN: "0x100",
-  CRYPTOKI_NOT_INITIALIZED: "0x190",
-};
 const CKS_RO_PUBLIC_SESSION = "0";
 const CKS_RO_USER_FUNCTIONS = "1";
 
@@ -24,10 +14,7 @@ let fixture: ModuleFixture;
 let driver: string;
 test.before(async () => {
   fixture = await startModuleFixture({ keys: "v3-ec:EC:P-256", skipInitialize: true });
-  driver = path.join(mkdtempSync(path.join(tmpdir(), "akv-v3-driver-")), "v3-driver");
-  const cflags = execFileSync("pkg-config", ["--cflags", "p11-kit-1"], { encoding: "utf8" }).trim().split(/\s+/);
-  execFileSync("cc", ["-std=c11", "-D_GNU_SOURCE", "-O1", "-Wall", "-Wextra", "-Werror", ...cflags, "-o", driver,
-    path.join(repoRoot, "test", "module", "v3-driver.c"), "-ldl"]);
+  driver = compileDriver(path.join(repoRoot, "test", "module", "v3-driver.c"));
 });
 test.after.always(() => fixture?.close());
 
@@ -35,12 +22,7 @@ function runDriver(digestHex: string): Promise<{ stdout: string; stderr: string;
   return new Promise((resolve, reject) => {
     execFile(driver, [modulePath, digestHex], { env: process.env, timeout: 60_000, encoding: "utf8" }, (error, stdout, stderr) => {
       if (error) return reject(new Error(`${error.message}\n${stdout}\n${stderr}`));
-      const values = new Map<string, string>();
-      for (const line of stdout.split("\n")) {
-        const space = line.indexOf(" ");
-        if (space > 0) values.set(line.slice(0, space), line.slice(space + 1));
-      }
-      resolve({ stdout, stderr, values });
+      resolve({ stdout, stderr, values: keyValues(stdout) });
     });
   });
 }

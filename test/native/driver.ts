@@ -11,18 +11,34 @@ export const modulePath = path.join(repo, "build", "azure-keyvault-pkcs11.so");
 export const fakeHelperPath = path.join(repo, "test", "fixtures", "fake-helper.mjs");
 const driverSource = path.join(repo, "test", "native", "driver.c");
 
-let compiled: string | undefined;
+const compiled = new Map<string, string>();
+
+/** Compiles a C test driver (a PKCS#11 host) against the p11-kit headers, once per source file. */
+export function compileDriver(source: string): string {
+  const done = compiled.get(source);
+  if (done !== undefined) return done;
+  const out = path.join(mkdtempSync(path.join(tmpdir(), "akv-driver-")), path.basename(source, ".c"));
+  const cflags = execFileSync("pkg-config", ["--cflags", "p11-kit-1"], { encoding: "utf8" }).trim().split(/\s+/);
+  execFileSync("cc", ["-std=c11", "-D_GNU_SOURCE", "-O1", "-g", "-Wall", "-Wextra", "-Werror", ...cflags, "-o", out,
+    source, "-ldl", "-lpthread"]);
+  compiled.set(source, out);
+  return out;
+}
 
 /** The compiled driver; the module must have been built (`npm run build:native`). */
 export function driverPath(): string {
   if (!existsSync(modulePath)) throw new Error(`${modulePath} is missing: run \`npm run build:native\` first`);
-  if (compiled !== undefined) return compiled;
-  const out = path.join(mkdtempSync(path.join(tmpdir(), "akv-driver-")), "driver");
-  const cflags = execFileSync("pkg-config", ["--cflags", "p11-kit-1"], { encoding: "utf8" }).trim().split(/\s+/);
-  execFileSync("cc", ["-std=c11", "-D_GNU_SOURCE", "-O1", "-g", "-Wall", "-Wextra", "-Werror", ...cflags, "-o", out,
-    driverSource, "-ldl", "-lpthread"]);
-  compiled = out;
-  return out;
+  return compileDriver(driverSource);
+}
+
+/** A driver's "key value" lines; the first value printed for a key wins. */
+export function keyValues(stdout: string): Map<string, string> {
+  const values = new Map<string, string>();
+  for (const line of stdout.split("\n")) {
+    const space = line.indexOf(" ");
+    if (space > 0 && !values.has(line.slice(0, space))) values.set(line.slice(0, space), line.slice(space + 1));
+  }
+  return values;
 }
 
 export interface DriverRun {
@@ -49,11 +65,7 @@ export function runDriver(scenario: string, args: string[] = [], options: Driver
   return new Promise((resolve) => {
     execFile(driver, [modulePath, scenario, ...args], { env, cwd: options.cwd, timeout: 60_000, encoding: "utf8" },
       (error, stdout, stderr) => {
-        const values = new Map<string, string>();
-        for (const line of stdout.split("\n")) {
-          const space = line.indexOf(" ");
-          if (space > 0 && !values.has(line.slice(0, space))) values.set(line.slice(0, space), line.slice(space + 1));
-        }
+        const values = keyValues(stdout);
         const status = error === null ? 0 : typeof error.code === "number" ? error.code : null;
         resolve({ status, stdout, stderr, values });
       });
@@ -70,6 +82,10 @@ export const rv = {
   DEVICE_ERROR: "0x30",
   FUNCTION_NOT_PARALLEL: "0x51",
   FUNCTION_NOT_SUPPORTED: "0x54",
+  OPERATION_ACTIVE: "0x90",
+  OPERATION_NOT_INITIALIZED: "0x91",
+  SESSION_HANDLE_INVALID: "0xb3",
+  USER_ALREADY_LOGGED_IN: "0x100",
   BUFFER_TOO_SMALL: "0x150",
   CRYPTOKI_NOT_INITIALIZED: "0x190",
   CRYPTOKI_ALREADY_INITIALIZED: "0x191",
