@@ -84,7 +84,10 @@ http {
 }
 `,
   );
-  const env = { ...fixture.env, OPENSSL_CONF: await fixture.opensslEngineConfig() };
+  // The module's debug lines go to nginx's output, which a failing test prints: a rare "Failed to enumerate slots"
+  // from libp11 in the master (seen once in a full CI run, never alone) then shows what the module answered. The
+  // workers do not get it (no `env` line): their output would only bury the master's.
+  const env = { ...fixture.env, OPENSSL_CONF: await fixture.opensslEngineConfig(), AZURE_KEYVAULT_PKCS11_DEBUG: "1" };
   const daemon = startDaemon("nginx", ["-p", prefix, "-c", conf, "-e", errorLog], { env });
   return { daemon, errorLog };
 }
