@@ -4,7 +4,7 @@
 import { createHash, randomBytes, sign as signMessage, type webcrypto } from "node:crypto";
 import * as x509 from "@peculiar/x509";
 import { KeyVaultError, badParameter, certificateNotFound } from "./errors.ts";
-import { byLowerCaseName, type CreateKeyRequest, type KeyVersion } from "./keystore.ts";
+import { NameMap, type CreateKeyRequest, type KeyVersion } from "./keystore.ts";
 
 export interface CertificateVersion {
   name: string;
@@ -297,8 +297,8 @@ export interface CertificateOperation {
 }
 
 export class CertificateStore {
-  private readonly certificates = new Map<string, CertificateVersion[]>();
-  private readonly operations = new Map<string, CertificateOperation>();
+  private readonly certificates = new NameMap<CertificateVersion[]>();
+  private readonly operations = new NameMap<CertificateOperation>();
 
   add(cert: CertificateVersion): void {
     const versions = this.certificates.get(cert.name) ?? [];
@@ -327,7 +327,7 @@ export class CertificateStore {
   }
 
   names(): string[] {
-    return [...this.certificates.keys()].sort(byLowerCaseName);
+    return this.certificates.names();
   }
 
   setOperation(operation: CertificateOperation): void {

@@ -128,9 +128,45 @@ async function generateMaterial(request: CreateKeyRequest): Promise<KeyMaterial>
   }
 }
 
+/**
+ * Key Vault object names are case-insensitive: `MyKey` and `mykey` are one key, which keeps the spelling it was first
+ * created with in its kid and in listings.
+ */
+export class NameMap<V> {
+  private readonly entries = new Map<string, { name: string; value: V }>();
+
+  get(name: string): V | undefined {
+    return this.entries.get(name.toLowerCase())?.value;
+  }
+
+  has(name: string): boolean {
+    return this.entries.has(name.toLowerCase());
+  }
+
+  /** The stored spelling of `name`, or undefined when there is no such entry. */
+  spelling(name: string): string | undefined {
+    return this.entries.get(name.toLowerCase())?.name;
+  }
+
+  /** Keeps the entry's first spelling unless `spelling` is given (a recovered key keeps its own). */
+  set(name: string, value: V, spelling?: string): void {
+    const key = name.toLowerCase();
+    this.entries.set(key, { name: spelling ?? this.entries.get(key)?.name ?? name, value });
+  }
+
+  delete(name: string): boolean {
+    return this.entries.delete(name.toLowerCase());
+  }
+
+  /** Stored spellings, in the order the service lists them. */
+  names(): string[] {
+    return [...this.entries.values()].map((entry) => entry.name).sort(byLowerCaseName);
+  }
+}
+
 export class KeyStore {
-  private readonly keys = new Map<string, KeyVersion[]>();
-  private readonly deleted = new Map<string, DeletedKey>();
+  private readonly keys = new NameMap<KeyVersion[]>();
+  private readonly deleted = new NameMap<DeletedKey>();
 
   async create(name: string, request: CreateKeyRequest): Promise<KeyVersion> {
     if (!KEY_NAME.test(name)) throw badParameter(`The request URI contains an invalid name: ${name}`);
@@ -142,7 +178,7 @@ export class KeyStore {
     const material = await generateMaterial(request);
     const created = nowSeconds();
     const version: KeyVersion = {
-      name,
+      name: this.keys.spelling(name) ?? name,
       version: newVersion(),
       kty: request.kty,
       keyOps: request.keyOps ?? defaultKeyOps(family),
@@ -178,7 +214,7 @@ export class KeyStore {
 
   /** Names in the order the service lists them. */
   names(): string[] {
-    return [...this.keys.keys()].sort(byLowerCaseName);
+    return this.keys.names();
   }
 
   versions(name: string): KeyVersion[] {
@@ -193,7 +229,7 @@ export class KeyStore {
     this.keys.delete(name);
     const deletedDate = nowSeconds();
     const entry = { versions, deletedDate, scheduledPurgeDate: deletedDate + RECOVERABLE_DAYS * 86400 };
-    this.deleted.set(name, entry);
+    this.deleted.set(name, entry, versions[0]!.name);
     return { latest: versions[versions.length - 1]!, deletedDate, scheduledPurgeDate: entry.scheduledPurgeDate };
   }
 
@@ -204,7 +240,7 @@ export class KeyStore {
   }
 
   deletedNames(): string[] {
-    return [...this.deleted.keys()].sort(byLowerCaseName);
+    return this.deleted.names();
   }
 
   purge(name: string): void {
@@ -215,7 +251,7 @@ export class KeyStore {
     const entry = this.deleted.get(name);
     if (!entry) throw deletedKeyNotFound(name);
     this.deleted.delete(name);
-    this.keys.set(name, entry.versions);
+    this.keys.set(name, entry.versions, entry.versions[0]!.name);
     return entry.versions[entry.versions.length - 1]!;
   }
 }

@@ -1,6 +1,7 @@
 // Key management through the real KeyClient: create, get (latest and by version), list with paging, versions,
 // update, soft delete, and the 404s.
 import test from "ava";
+import { createHash, createPublicKey, verify } from "node:crypto";
 import { KeyClient } from "@azure/keyvault-keys";
 import { startTestEmulator, type TestEmulator } from "../fixtures/emulator.ts";
 import { managedIdentityToken, raw } from "./raw.ts";
@@ -115,4 +116,32 @@ test("bad requests: unknown kty, bad key size, missing api-version, unknown rout
   t.is((await post("/keys/x/create?api-version=7.6", "not json" as unknown as object)).status, 400);
   const unknown = await raw(`${emulator.url}/nothing/here?api-version=7.6`, { ca: emulator.caPem, headers: { authorization: `Bearer ${token}` } });
   t.is(unknown.status, 404);
+});
+
+test("names are case-insensitive: any spelling finds the key, which keeps its first spelling, and signs", async (t) => {
+  const created = await keys.createEcKey("MixedCase-Key", { curve: "P-256" });
+  const found = await keys.getKey("mixedcase-key");
+  t.is(found.name, "MixedCase-Key");
+  t.is(found.id, created.id);
+  const again = await keys.createEcKey("MIXEDCASE-KEY", { curve: "P-256" });
+  t.regex(again.id!, new RegExp(`^${emulator.url}/keys/MixedCase-Key/[0-9a-f]{32}$`), "a new version keeps the first spelling");
+  const versions: string[] = [];
+  for await (const p of keys.listPropertiesOfKeyVersions("mixedCASE-key")) versions.push(p.version!);
+  t.is(versions.length, 2);
+  const listed: string[] = [];
+  for await (const p of keys.listPropertiesOfKeys()) if (p.name.toLowerCase() === "mixedcase-key") listed.push(p.name);
+  t.deepEqual(listed, ["MixedCase-Key"]);
+
+  const digest = createHash("sha256").update("case").digest();
+  const signed = await keys.getCryptographyClient("MIXEDcase-key").sign("ES256", digest);
+  const jwk = (await keys.getKey("MixedCase-Key")).key!;
+  const publicKey = createPublicKey({ key: { kty: "EC", crv: "P-256", x: Buffer.from(jwk.x!).toString("base64url"), y: Buffer.from(jwk.y!).toString("base64url") }, format: "jwk" });
+  t.true(verify("sha256", Buffer.from("case"), { key: publicKey, dsaEncoding: "ieee-p1363" }, signed.result), "the signature must verify against the JWK");
+
+  const poller = await keys.beginDeleteKey("mixedcase-KEY");
+  await poller.pollUntilDone();
+  await t.throwsAsync(keys.getKey("MixedCase-Key"), { message: /was not found/ });
+  const recovered = await keys.beginRecoverDeletedKey("MIXEDCASE-key");
+  await recovered.pollUntilDone();
+  t.is((await keys.getKey("mixedcase-key")).name, "MixedCase-Key", "a recovered key keeps its spelling");
 });
