@@ -19,6 +19,11 @@ export interface OutResult {
   data?: Buffer;
 }
 
+/** The token's objects: at once once loaded, or when the first load (from the vault) finishes. */
+function loadedToken(session: Session) {
+  return session.token.current ?? session.token.load();
+}
+
 /** The length-query and buffer rules for an output of known length; undefined means "produce it now". */
 function sizeOnly(out: OutRequest, length: number): OutResult | undefined {
   if (!out.present) return { rv: CKR.OK, length };
@@ -35,7 +40,7 @@ export class Operations {
   // ---- objects ---------------------------------------------------------------------------------------------
 
   object(session: Session, handle: number): Immediate<{ object: TokenObject; material: KeyMaterial }> {
-    return andThen(session.token.current ?? session.token.load(), (loaded) => {
+    return andThen(loadedToken(session), (loaded) => {
       const object = loaded.objects.find((candidate) => candidate.handle === handle);
       if (!object) throw new Pkcs11Error(CKR.OBJECT_HANDLE_INVALID);
       return { object, material: loaded.material };
@@ -44,7 +49,7 @@ export class Operations {
 
   findInit(session: Session, template: Attribute[]): Immediate<void> {
     if (session.find) throw new Pkcs11Error(CKR.OPERATION_ACTIVE);
-    return andThen(session.token.current ?? session.token.load(), (loaded) => {
+    return andThen(loadedToken(session), (loaded) => {
       session.find = { handles: loaded.objects.filter((object) => object.attributes.matches(template)).map((object) => object.handle), position: 0 };
     });
   }
@@ -66,7 +71,7 @@ export class Operations {
 
   /** The key object for an Init call, with the spec's checks on class and permission. */
   private key(session: Session, handle: number, side: "private" | "public", permitted: (material: KeyMaterial) => boolean, purpose: string): Immediate<KeyMaterial> {
-    return andThen(session.token.current ?? session.token.load(), (loaded) => {
+    return andThen(loadedToken(session), (loaded) => {
       const object = loaded.objects.find((candidate) => candidate.handle === handle);
       if (!object) throw new Pkcs11Error(CKR.KEY_HANDLE_INVALID);
       return this.checkedKey(session, object, loaded.material, side, permitted, purpose);
