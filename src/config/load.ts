@@ -8,7 +8,7 @@ import path from "node:path";
 import { log } from "../log/log.ts";
 import { locateJsonError } from "./jsonError.ts";
 import { validateConfigShape } from "./schema.ts";
-import { ConfigError, type ConfigFile, type ModuleConfig, type ResolvedSlot, type SlotConfigEntry } from "./types.ts";
+import { ConfigError, MAX_AUTHORITY_CERTIFICATES, type ConfigFile, type ModuleConfig, type ResolvedSlot, type SlotConfigEntry } from "./types.ts";
 import { normaliseVaultUrl } from "./vaultUrl.ts";
 
 /** `file` of a ConfigError raised by an environment variable rather than by config.json. */
@@ -164,7 +164,9 @@ function resolveSlot(source: string, folder: string, entry: SlotConfigEntry, ind
     slot.certificateDer = parseBase64Certificate(source, field("certificate"), entry.certificate);
     slot.certificateFromConfig = true;
   } else if (entry.certificate_path !== undefined) {
-    slot.certificateDer = readCertificateFile(source, field("certificate_path"), path.resolve(folder, entry.certificate_path));
+    const [certificate, ...chain] = readCertificateFile(source, field("certificate_path"), path.resolve(folder, entry.certificate_path));
+    slot.certificateDer = certificate;
+    if (chain.length > 0) slot.certificateChainDer = chain;
     slot.certificateFromConfig = true;
   }
   if (entry.ca_file !== undefined) slot.caFile = readCaFile(source, field("ca_file"), path.resolve(folder, entry.ca_file));
@@ -180,15 +182,20 @@ function parseBase64Certificate(source: string, field: string, value: string): B
   return parseCertificate(source, field, Buffer.from(compact, "base64"), "the decoded value");
 }
 
-function readCertificateFile(source: string, field: string, file: string): Buffer {
+/** The certificates of a PEM file in order (the key's first, then its chain), or the one of a DER file. */
+function readCertificateFile(source: string, field: string, file: string): Buffer[] {
   let bytes: Buffer;
   try {
     bytes = readFileSync(file);
   } catch (error) {
     throw new ConfigError(source, field, `cannot read ${file}: ${describeFsError(error)}`);
   }
-  const pem = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/.exec(bytes.toString("latin1"));
-  return parseCertificate(source, field, pem ? Buffer.from(pem[0], "latin1") : bytes, file);
+  const blocks = bytes.toString("latin1").match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g);
+  if (!blocks) return [parseCertificate(source, field, bytes, file)];
+  if (blocks.length > 1 + MAX_AUTHORITY_CERTIFICATES) {
+    throw new ConfigError(source, field, `${file} holds ${blocks.length} certificates; a token shows the key's and at most ${MAX_AUTHORITY_CERTIFICATES} CA certificates`);
+  }
+  return blocks.map((block, index) => parseCertificate(source, field, Buffer.from(block, "latin1"), index === 0 ? file : `certificate ${index + 1} in ${file}`));
 }
 
 function parseCertificate(source: string, field: string, input: Buffer, what: string): Buffer {

@@ -10,7 +10,10 @@ export interface SlotConfigEntry {
   key_version?: string;
   /** Base64 DER X.509 certificate to expose on the token. */
   certificate?: string;
-  /** PEM or DER certificate file; relative paths are taken from the config file's folder. */
+  /**
+   * PEM or DER certificate file; relative paths are taken from the config file's folder. A PEM file may hold the
+   * chain: the key's certificate first, then the CA certificates, which the token shows as authority certificates.
+   */
   certificate_path?: string;
   /** Extra CA bundle (PEM) to trust when talking to this slot's vault. */
   ca_file?: string;
@@ -22,6 +25,9 @@ export interface ConfigFile {
   ca_file?: string;
 }
 
+/** CA certificates a token can show after the key's own (object handles leave room for this many per slot). */
+export const MAX_AUTHORITY_CERTIFICATES = 13;
+
 /** A slot after validation and defaulting: everything the core needs to build a token. */
 export interface ResolvedSlot {
   /** Token label: the configured label, or the first 32 characters of the key name. */
@@ -32,6 +38,8 @@ export interface ResolvedSlot {
   keyVersion?: string;
   /** Certificate DER from `certificate` or `certificate_path`; when absent the core asks the vault. */
   certificateDer?: Buffer;
+  /** The CA certificates after the key's own in a PEM `certificate_path`, in file order. */
+  certificateChainDer?: Buffer[];
   /** True when the certificate came from config, so the vault is not asked for one. */
   certificateFromConfig: boolean;
   /** Absolute path of the slot's own `ca_file`, trusted (with ModuleConfig.caFiles) for this slot's vault. */

@@ -80,7 +80,7 @@ export class Operations {
 
   private checkedKey(session: Session, object: TokenObject, material: KeyMaterial, side: "private" | "public", permitted: (material: KeyMaterial) => boolean, purpose: string): KeyMaterial {
     const handle = object.handle;
-    if (object.kind === "certificate") throw new Pkcs11Error(CKR.KEY_HANDLE_INVALID, `object ${handle} is a certificate, not a key`);
+    if (object.kind === "certificate" || object.kind === "authority") throw new Pkcs11Error(CKR.KEY_HANDLE_INVALID, `object ${handle} is a certificate, not a key`);
     if (object.kind !== side) throw new Pkcs11Error(CKR.KEY_TYPE_INCONSISTENT, `${purpose} needs the ${side} key; object ${handle} is the ${object.kind} key`);
     if (!permitted(material)) {
       throw new Pkcs11Error(CKR.KEY_FUNCTION_NOT_PERMITTED, `${session.token.label}: the key's key_ops (${material.key.keyOps.join(", ") || "none"}) do not allow ${purpose}`);

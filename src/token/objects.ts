@@ -1,15 +1,20 @@
 // The objects of one token, built once from the key material: private key, public key and, when there is one,
 // the certificate. They share CKA_ID (SHA-1 of the public key) and CKA_LABEL (the key's name in the vault, which
-// jarsigner shows as the alias and pesign -c and pkcs11 URIs' object= select).
-import { createHash } from "node:crypto";
+// jarsigner shows as the alias and pesign -c and pkcs11 URIs' object= select). CA certificates that follow the
+// key's in a certificate_path PEM file are authority certificates with their own CKA_ID and label: hosts such as
+// SunPKCS11 build the signer's chain from a token's certificates by issuer name.
+import { createHash, X509Certificate } from "node:crypto";
+import { MAX_AUTHORITY_CERTIFICATES } from "../config/types.ts";
 import { CK_CERTIFICATE_CATEGORY, CK_UNAVAILABLE_INFORMATION, CKA, CKC, CKK, CKM, CKO } from "../pkcs11/constants.ts";
 import { allowedMechanisms } from "../mechanisms/table.ts";
 import { AttributeSet } from "./attributes.ts";
+import { certificateFields, subjectPublicKeyBits, type CertificateFields } from "./der.ts";
 import type { KeyMaterial } from "./key-material.ts";
 
-export type ObjectKind = "private" | "public" | "certificate";
-const KIND_INDEX: Record<ObjectKind, number> = { private: 0, public: 1, certificate: 2 };
+export type ObjectKind = "private" | "public" | "certificate" | "authority";
+const KIND_INDEX: Record<ObjectKind, number> = { private: 0, public: 1, certificate: 2, authority: 3 };
 const HANDLES_PER_SLOT = 16;
+if (KIND_INDEX.authority + MAX_AUTHORITY_CERTIFICATES > HANDLES_PER_SLOT) throw new Error("object handles overlap between slots");
 
 export interface TokenObject {
   handle: number;
@@ -17,8 +22,12 @@ export interface TokenObject {
   attributes: AttributeSet;
 }
 
-/** Handles depend only on the slot and the object kind, so they survive helper restarts (libp11 after fork). */
-export const objectHandle = (slotIndex: number, kind: ObjectKind): number => slotIndex * HANDLES_PER_SLOT + KIND_INDEX[kind] + 1;
+/**
+ * Handles depend only on the slot, the object kind and (for CA certificates) the position in the chain, so they
+ * survive helper restarts (libp11 after fork).
+ */
+export const objectHandle = (slotIndex: number, kind: ObjectKind, position = 0): number =>
+  slotIndex * HANDLES_PER_SLOT + KIND_INDEX[kind] + position + 1;
 export const slotOfHandle = (handle: number): number => Math.floor((handle - 1) / HANDLES_PER_SLOT);
 
 function common(set: AttributeSet, objectClass: number, isPrivate: boolean, label: string, uniqueId: string): AttributeSet {
@@ -54,7 +63,35 @@ function keyCommon(set: AttributeSet, material: KeyMaterial, side: "private" | "
   return set;
 }
 
-export function buildObjects(slotIndex: number, material: KeyMaterial, label: string, ulongSize: number): TokenObject[] {
+/** The attributes every X.509 certificate object has, whoever's it is. */
+function certificateObject(set: AttributeSet, der: Buffer, fields: CertificateFields, id: Buffer, category: number, notBefore?: Date, notAfter?: Date): AttributeSet {
+  return set
+    .ulong(CKA.CERTIFICATE_TYPE, CKC.X_509)
+    .bool(CKA.TRUSTED, false)
+    .ulong(CKA.CERTIFICATE_CATEGORY, category)
+    .bytes(CKA.CHECK_VALUE, createHash("sha1").update(der).digest().subarray(0, 3))
+    .date(CKA.START_DATE, notBefore)
+    .date(CKA.END_DATE, notAfter)
+    .bytes(CKA.PUBLIC_KEY_INFO, fields.subjectPublicKeyInfo)
+    .bytes(CKA.ID, id)
+    .bytes(CKA.SUBJECT, fields.subject)
+    .bytes(CKA.ISSUER, fields.issuer)
+    .bytes(CKA.SERIAL_NUMBER, fields.serialNumber)
+    .bytes(CKA.VALUE, der)
+    .empty(CKA.URL)
+    .empty(CKA.HASH_OF_SUBJECT_PUBLIC_KEY)
+    .empty(CKA.HASH_OF_ISSUER_PUBLIC_KEY)
+    .ulong(CKA.JAVA_MIDP_SECURITY_DOMAIN, 0)
+    .ulong(CKA.NAME_HASH_ALGORITHM, CKM.SHA_1);
+}
+
+/** A CA certificate's label: its subject's common name, which is what certificate viewers show. */
+function authorityLabel(certificate: X509Certificate): string {
+  const commonName = /^CN=(.*)$/m.exec(certificate.subject)?.[1];
+  return commonName ?? certificate.subject.replace(/\n/g, ", ");
+}
+
+export function buildObjects(slotIndex: number, material: KeyMaterial, label: string, ulongSize: number, authorities: readonly Buffer[] = []): TokenObject[] {
   const uniqueBase = `${material.key.vaultUrl}/keys/${material.key.name}`;
   const privateKey = keyCommon(common(new AttributeSet(ulongSize), CKO.PRIVATE_KEY, true, label, `${uniqueBase}#private`), material, "private")
     .bool(CKA.SENSITIVE, true)
@@ -84,25 +121,17 @@ export function buildObjects(slotIndex: number, material: KeyMaterial, label: st
   ];
   const certificate = material.certificate;
   if (certificate) {
-    const attributes = common(new AttributeSet(ulongSize), CKO.CERTIFICATE, false, label, `${uniqueBase}#certificate`)
-      .ulong(CKA.CERTIFICATE_TYPE, CKC.X_509)
-      .bool(CKA.TRUSTED, false)
-      .ulong(CKA.CERTIFICATE_CATEGORY, CK_CERTIFICATE_CATEGORY.TOKEN_USER)
-      .bytes(CKA.CHECK_VALUE, createHash("sha1").update(certificate.der).digest().subarray(0, 3))
-      .date(CKA.START_DATE, certificate.notBefore)
-      .date(CKA.END_DATE, certificate.notAfter)
-      .bytes(CKA.PUBLIC_KEY_INFO, certificate.fields.subjectPublicKeyInfo)
-      .bytes(CKA.ID, material.id)
-      .bytes(CKA.SUBJECT, certificate.fields.subject)
-      .bytes(CKA.ISSUER, certificate.fields.issuer)
-      .bytes(CKA.SERIAL_NUMBER, certificate.fields.serialNumber)
-      .bytes(CKA.VALUE, certificate.der)
-      .empty(CKA.URL)
-      .empty(CKA.HASH_OF_SUBJECT_PUBLIC_KEY)
-      .empty(CKA.HASH_OF_ISSUER_PUBLIC_KEY)
-      .ulong(CKA.JAVA_MIDP_SECURITY_DOMAIN, 0)
-      .ulong(CKA.NAME_HASH_ALGORITHM, CKM.SHA_1);
+    const set = common(new AttributeSet(ulongSize), CKO.CERTIFICATE, false, label, `${uniqueBase}#certificate`);
+    const attributes = certificateObject(set, certificate.der, certificate.fields, material.id, CK_CERTIFICATE_CATEGORY.TOKEN_USER, certificate.notBefore, certificate.notAfter);
     objects.push({ handle: objectHandle(slotIndex, "certificate"), kind: "certificate", attributes });
   }
+  authorities.slice(0, MAX_AUTHORITY_CERTIFICATES).forEach((der, position) => {
+    const fields = certificateFields(der);
+    const parsed = new X509Certificate(der);
+    const id = createHash("sha1").update(subjectPublicKeyBits(fields.subjectPublicKeyInfo)).digest();
+    const set = common(new AttributeSet(ulongSize), CKO.CERTIFICATE, false, authorityLabel(parsed), `${uniqueBase}#authority-${position + 1}`);
+    const attributes = certificateObject(set, der, fields, id, CK_CERTIFICATE_CATEGORY.AUTHORITY, new Date(parsed.validFrom), new Date(parsed.validTo));
+    objects.push({ handle: objectHandle(slotIndex, "authority", position), kind: "authority", attributes });
+  });
   return objects;
 }

@@ -75,7 +75,7 @@ export class Token {
     ]);
     const material = buildKeyMaterial(key, certificateDer, this.label);
     log.debug(`${this.label}: loaded ${material.kind} key ${key.kid} (${material.keyBits} bits)${material.certificate ? " with certificate" : ""} in ${Date.now() - started} ms`);
-    return { material, objects: buildObjects(this.slotId, material, key.name, this.ulongSize) };
+    return { material, objects: buildObjects(this.slotId, material, key.name, this.ulongSize, slot.certificateChainDer) };
   }
 
   private async vaultCertificate(): Promise<Buffer | undefined> {

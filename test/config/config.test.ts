@@ -308,3 +308,26 @@ test.serial("unknown fields are accepted and reported at debug level only", asyn
   t.regex(captured, /ignoring unknown field 'slots\[0\]\.pin'/);
   t.regex(captured, /Attempting to load config from path: .*config\.json/);
 });
+
+test("certificate_path: a PEM chain gives the key's certificate and the CA certificates in file order; too many is an error", async (t) => {
+  const dir = tempDir();
+  const [leaf, intermediate, root] = await Promise.all(["leaf", "intermediate", "root"].map((name) => selfSignedCertificate(name)));
+  writeFileSync(path.join(dir, "chain.pem"), `${leaf!.pem}\n${intermediate!.pem}\n${root!.pem}\n`);
+  const file = writeConfig({ slots: [{ key_name: "a", vault_url: VAULT, certificate_path: "chain.pem" }] }, dir);
+  const [slot] = load(file).slots;
+  t.deepEqual(slot!.certificateDer, leaf!.der);
+  t.deepEqual(slot!.certificateChainDer, [intermediate!.der, root!.der]);
+
+  const single = writeConfig({ slots: [{ key_name: "a", vault_url: VAULT, certificate: leaf!.der.toString("base64") }] });
+  t.is(load(single).slots[0]!.certificateChainDer, undefined);
+
+  const tooMany = tempDir();
+  writeFileSync(path.join(tooMany, "long.pem"), Array.from({ length: 15 }, () => leaf!.pem).join("\n"));
+  const long = writeConfig({ slots: [{ key_name: "a", vault_url: VAULT, certificate_path: "long.pem" }] }, tooMany);
+  expectConfigError(t, () => load(long), long, "slots[0].certificate_path", /holds 15 certificates; a token shows the key's and at most 13 CA certificates/);
+
+  const broken = tempDir();
+  writeFileSync(path.join(broken, "broken.pem"), `${leaf!.pem}\n-----BEGIN CERTIFICATE-----\nTm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n`);
+  const brokenFile = writeConfig({ slots: [{ key_name: "a", vault_url: VAULT, certificate_path: "broken.pem" }] }, broken);
+  expectConfigError(t, () => load(brokenFile), brokenFile, "slots[0].certificate_path", /certificate 2 in .*broken\.pem is not a valid X\.509 certificate/);
+});

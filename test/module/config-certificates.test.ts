@@ -9,7 +9,7 @@ import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import * as x509 from "@peculiar/x509";
 import pkcs11js from "pkcs11js";
-import { API, attribute, findObjects, publicKeyFromJwk, requestsSince, startModuleFixture, type Handle, type ModuleFixture, type VaultJwk } from "./harness.ts";
+import { API, attribute, findObjects, publicKeyFromJwk, requestsSince, rvOf, startModuleFixture, type Handle, type ModuleFixture, type VaultJwk } from "./harness.ts";
 
 x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
 
@@ -46,6 +46,8 @@ const configured = new Map<string, Buffer>();
 /** Requests the module made per key name from C_Initialize until every token was loaded. */
 const moduleRequests = new Map<string, Record<string, number>>();
 const slotOf = new Map<string, Handle>();
+/** The CA certificate that follows the key's in chain.pem. */
+let caCertificate: Buffer;
 
 test.before(async () => {
   fixture = await startModuleFixture({
@@ -60,6 +62,7 @@ test.before(async () => {
       };
       const ca = (await webcrypto.subtle.generateKey(CA_ALGORITHM, false, ["sign", "verify"])) as webcrypto.CryptoKeyPair;
       const caDer = Buffer.from((await x509.X509CertificateGenerator.createSelfSigned({ serialNumber: "0a", name: "CN=config test CA", keys: ca, signingAlgorithm: CA_ALGORITHM })).rawData);
+      caCertificate = caDer;
       for (const [index, name] of [...CONFIGURED, "vaultcert"].entries()) configured.set(name, await issueFor(name, await jwkOf(name), ca, `7f${index}1`));
       const vaultCertificate = await vaultGet(`/certificates/vaultcert?${API}`);
       if (vaultCertificate.status !== 200) throw new Error(`GET certificate vaultcert: ${vaultCertificate.status}`);
@@ -110,8 +113,20 @@ function objectsOf(name: string): { session: Handle; privateKey: Handle; publicK
     session,
     privateKey: one(pkcs11js.CKO_PRIVATE_KEY),
     publicKey: one(pkcs11js.CKO_PUBLIC_KEY),
-    certificates: findObjects(pkcs11, session, [{ type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_CERTIFICATE }]),
+    // The key's own certificate; CA certificates from a chain file are category 2 (authority).
+    certificates: findObjects(pkcs11, session, [
+      { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_CERTIFICATE },
+      { type: pkcs11js.CKA_CERTIFICATE_CATEGORY, value: CATEGORY_TOKEN_USER },
+    ]),
   };
+}
+
+const CATEGORY_TOKEN_USER = ulong(1);
+const CATEGORY_AUTHORITY = ulong(2);
+function ulong(value: number): Buffer {
+  const bytes = Buffer.alloc(8);
+  bytes.writeBigUInt64LE(BigInt(value));
+  return bytes;
 }
 
 /** The DER INTEGER encoding of a certificate's serial number, as CKA_SERIAL_NUMBER holds it. */
@@ -158,6 +173,34 @@ for (const [name, source] of [
     t.true((requests["get-key"] ?? 0) >= 1);
   });
 }
+
+test("chain: the CA certificate after the key's in the PEM file is an authority certificate with its own id and label", (t) => {
+  const { pkcs11 } = fixture;
+  const { session, privateKey } = objectsOf("chain");
+  const authorities = findObjects(pkcs11, session, [
+    { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_CERTIFICATE },
+    { type: pkcs11js.CKA_CERTIFICATE_CATEGORY, value: CATEGORY_AUTHORITY },
+  ]);
+  t.is(authorities.length, 1);
+  const ca = authorities[0]!;
+  const parsed = new x509.X509Certificate(caCertificate);
+  t.deepEqual(attribute(pkcs11, session, ca, pkcs11js.CKA_VALUE), caCertificate);
+  t.deepEqual(attribute(pkcs11, session, ca, pkcs11js.CKA_SUBJECT), Buffer.from(parsed.subjectName.toArrayBuffer()));
+  t.deepEqual(attribute(pkcs11, session, ca, pkcs11js.CKA_ISSUER), Buffer.from(parsed.issuerName.toArrayBuffer()));
+  t.deepEqual(attribute(pkcs11, session, ca, pkcs11js.CKA_SERIAL_NUMBER), serialNumberDer(caCertificate));
+  t.is(attribute(pkcs11, session, ca, pkcs11js.CKA_LABEL).toString(), "config test CA");
+  t.deepEqual(attribute(pkcs11, session, ca, pkcs11js.CKA_TRUSTED), Buffer.from([0]));
+  // Its CKA_ID is its own public key's (RFC 5280 method 1), so no host pairs it with the vault key.
+  const caJwk = new NodeCertificate(caCertificate).publicKey.export({ format: "jwk" });
+  t.deepEqual(attribute(pkcs11, session, ca, pkcs11js.CKA_ID), idOf(caJwk as unknown as VaultJwk));
+  const keyId = idOf(fixture.key("chain").jwk);
+  t.notDeepEqual(attribute(pkcs11, session, ca, pkcs11js.CKA_ID), keyId);
+  t.is(findObjects(pkcs11, session, [{ type: pkcs11js.CKA_ID, value: keyId }]).length, 3, "the key's id finds its private key, public key and certificate only");
+  // A certificate is not a key.
+  t.is(rvOf(() => pkcs11.C_SignInit(session, { mechanism: pkcs11js.CKM_ECDSA }, ca)), pkcs11js.CKR_KEY_HANDLE_INVALID);
+  t.not(attribute(pkcs11, session, privateKey, pkcs11js.CKA_CLASS).readUInt32LE(0), pkcs11js.CKO_CERTIFICATE);
+  pkcs11.C_CloseSession(session);
+});
 
 test("vaultcert: the configured certificate wins over the vault's own", (t) => {
   const vaultDer = fixture.key("vaultcert").certificateDer;
