@@ -179,11 +179,12 @@ async function blockCertificates(block: string): Promise<X509Certificate[]> {
   return pems.map((pem) => new X509Certificate(pem));
 }
 
-// SoftHSM has no config.json to put a chain in; the SoftHSM backend only debugs the commands of the other tests.
-const moduleOnlyTest = process.env.AKV_CLIENT_TESTS_BACKEND === "softhsm" ? test.skip : test;
+// A feature of this module's config.json, so these tests exist only against the module: the SoftHSM backend, which
+// only debugs the commands of the other tests, has no config.json to put a chain in.
+const chainKinds = process.env.AKV_CLIENT_TESTS_BACKEND === "softhsm" ? [] : (["rsa", "ec"] as const);
 
-for (const kind of ["rsa", "ec"] as const) {
-  moduleOnlyTest(`jarsigner puts the intermediate from a PEM chain in certificate_path into the ${kind} signature block`, async (t) => {
+for (const kind of chainKinds) {
+  test(`jarsigner puts the intermediate from a PEM chain in certificate_path into the ${kind} signature block`, async (t) => {
     const key = fixture[kind];
     const ca = await testCa();
     const { env, leaf } = await chainConfig(key, ca);
