@@ -2,12 +2,13 @@
 // Starts the Key Vault emulator with an RSA and an EC key, writes a config.json for the module, signs a file
 // through the module with a real client (OpenSC's pkcs11-tool), and verifies each signature with openssl against
 // the public key read from the vault's JWK, independently of the module.
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { createPublicKey } from "node:crypto";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { request as httpRequest } from "node:http";
 import { request as httpsRequest } from "node:https";
 import path from "node:path";
+import { startEmulatorProcess } from "./emulator-process.mjs";
 
 const root = path.resolve(import.meta.dirname, "..");
 const modulePath = path.join(root, "build", "azure-keyvault-pkcs11.so");
@@ -37,24 +38,8 @@ function fetchJson(url, options = {}) {
   });
 }
 
-const emulator = spawn(
-  process.execPath,
-  [path.join(root, "build", "cli.cjs"), "emulator", "--port", "0", "--keys", "demo-rsa:RSA:2048,demo-ec:EC:P-256", "--certs", "all"],
-  { stdio: ["ignore", "pipe", "inherit"] },
-);
-const stopEmulator = () => emulator.kill("SIGTERM");
+const { ready, stop: stopEmulator } = await startEmulatorProcess(["--keys", "demo-rsa:RSA:2048,demo-ec:EC:P-256", "--certs", "all"]);
 process.on("exit", stopEmulator);
-
-const ready = await new Promise((resolve, reject) => {
-  let buffered = "";
-  emulator.stdout.on("data", (chunk) => {
-    buffered += chunk.toString();
-    const line = buffered.split("\n").find((l) => l.startsWith("READY "));
-    if (line) resolve(JSON.parse(line.slice("READY ".length)));
-  });
-  emulator.once("exit", (code) => reject(new Error(`the emulator exited early (${code})`)));
-  setTimeout(() => reject(new Error("the emulator did not become ready in 20 s")), 20_000).unref();
-});
 say(`emulator ready at ${ready.url}`);
 
 const configPath = path.join(work, "config.json");

@@ -4,36 +4,17 @@
 // That cache holds the functions those calls compiled, not only the bundle's top level, so a host's first
 // C_Initialize and signature skip compiling them. If anything here fails, the top-level cache that
 // scripts/bundle.mjs wrote stays, and the build goes on: it only costs start-up time.
-import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import pkcs11js from "pkcs11js";
+import { startEmulatorProcess } from "./emulator-process.mjs";
 
 const root = path.resolve(import.meta.dirname, "..");
 const build = path.join(root, "build");
 const cacheFile = path.join(build, "helper-main.cache");
 const dir = mkdtempSync(path.join(tmpdir(), "akv-warm-"));
-
-const emulator = spawn(
-  process.execPath,
-  [path.join(build, "cli.cjs"), "emulator", "--port", "0", "--keys", "warm-rsa:RSA:2048,warm-ec:EC:P-256", "--certs", "all"],
-  { stdio: ["ignore", "pipe", "ignore"] },
-);
-
-function ready() {
-  return new Promise((resolve, reject) => {
-    let buffered = "";
-    emulator.stdout.on("data", (chunk) => {
-      buffered += chunk.toString();
-      const line = buffered.split("\n").find((l) => l.startsWith("READY "));
-      if (line) resolve(JSON.parse(line.slice("READY ".length)));
-    });
-    emulator.once("exit", (code) => reject(new Error(`the emulator exited early (${code})`)));
-    setTimeout(() => reject(new Error("the emulator did not become ready in 20 s")), 20_000).unref();
-  });
-}
 
 const ATTRIBUTES = [
   pkcs11js.CKA_CLASS, pkcs11js.CKA_KEY_TYPE, pkcs11js.CKA_ID, pkcs11js.CKA_LABEL, pkcs11js.CKA_SIGN, pkcs11js.CKA_DECRYPT,
@@ -86,8 +67,11 @@ function exercise(pkcs11) {
 }
 
 let pkcs11;
+let stopEmulator;
 try {
-  const { url, identityEndpoint, identityHeader, caFile } = await ready();
+  const emulator = await startEmulatorProcess(["--keys", "warm-rsa:RSA:2048,warm-ec:EC:P-256", "--certs", "all"], { stderr: "ignore" });
+  stopEmulator = emulator.stop;
+  const { url, identityEndpoint, identityHeader, caFile } = emulator.ready;
   const config = path.join(dir, "config.json");
   writeFileSync(config, JSON.stringify({ slots: [{ key_name: "warm-rsa", vault_url: url }, { key_name: "warm-ec", vault_url: url }] }));
   // Written next to the old cache and renamed over it: a build never leaves a half-written cache behind.
@@ -120,6 +104,6 @@ try {
     // Already finalized or never initialized.
   }
 } finally {
-  emulator.kill("SIGTERM");
+  stopEmulator?.();
   rmSync(dir, { recursive: true, force: true });
 }
