@@ -9,6 +9,8 @@ packages=(libp11-kit-dev p11-kit pkg-config ninja-build opensc openssl)
 if [[ "${1:-}" == "--with-clients" && -f .ci/client-packages.txt ]]; then
   mapfile -t extra < <(grep -v '^\s*\(#\|$\)' .ci/client-packages.txt)
   packages+=("${extra[@]}")
+  # The 32-bit toolchain for test/module/ulong-width.test.ts (a host whose CK_ULONG is 4 bytes); x86-64 only.
+  if [[ $(dpkg --print-architecture) == amd64 ]]; then packages+=(gcc-multilib); fi
 fi
 
 missing=()

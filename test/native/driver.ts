@@ -13,15 +13,16 @@ const driverSource = path.join(repo, "test", "native", "driver.c");
 
 const compiled = new Map<string, string>();
 
-/** Compiles a C test driver (a PKCS#11 host) against the p11-kit headers, once per source file. */
-export function compileDriver(source: string): string {
-  const done = compiled.get(source);
+/** Compiles a C test driver (a PKCS#11 host) against the p11-kit headers, once per source file and flags. */
+export function compileDriver(source: string, flags: readonly string[] = []): string {
+  const key = [source, ...flags].join(" ");
+  const done = compiled.get(key);
   if (done !== undefined) return done;
   const out = path.join(mkdtempSync(path.join(tmpdir(), "akv-driver-")), path.basename(source, ".c"));
   const cflags = execFileSync("pkg-config", ["--cflags", "p11-kit-1"], { encoding: "utf8" }).trim().split(/\s+/);
-  execFileSync("cc", ["-std=c11", "-D_GNU_SOURCE", "-O1", "-g", "-Wall", "-Wextra", "-Werror", ...cflags, "-o", out,
+  execFileSync("cc", ["-std=c11", "-D_GNU_SOURCE", "-O1", "-g", "-Wall", "-Wextra", "-Werror", ...flags, ...cflags, "-o", out,
     source, "-ldl", "-lpthread"]);
-  compiled.set(source, out);
+  compiled.set(key, out);
   return out;
 }
 
