@@ -4,12 +4,12 @@
 // verifies each signature with node:crypto. Needs a 32-bit toolchain (gcc-multilib, installed by
 // scripts/setup.sh --with-clients); on hosts other than x86-64 there is no -m32, so no test is registered there.
 import test from "ava";
-import { execFile, execFileSync } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { verify } from "node:crypto";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { compileDriver, keyValues, rv as CKR } from "../native/driver.ts";
+import { compileDriver, runHost, rv as CKR } from "../native/driver.ts";
 import { repoRoot, startModuleFixture, type ModuleFixture } from "./harness.ts";
 
 const ALL_ONES_32 = "0xffffffff";
@@ -31,15 +31,6 @@ function buildShim32(): string {
   return path.join(dir, "azure-keyvault-pkcs11.so");
 }
 
-function run32(label: string): Promise<Map<string, string>> {
-  return new Promise((resolve, reject) => {
-    execFile(driver32, [module32, label, MESSAGE], { env: process.env, timeout: 60_000, encoding: "utf8" }, (error, stdout, stderr) => {
-      if (error) return reject(new Error(`${error.message}\n${stdout}\n${stderr}`));
-      resolve(keyValues(stdout));
-    });
-  });
-}
-
 if (process.arch === "x64") {
   test.before(async () => {
     fixture = await startModuleFixture({ keys: "u-rsa:RSA:2048,u-ec:EC:P-256", skipInitialize: true });
@@ -50,7 +41,7 @@ if (process.arch === "x64") {
 
   for (const [name, kind] of [["u-rsa", "RSA"], ["u-ec", "EC"]] as const) {
     test(`a 4-byte CK_ULONG host reads the ${kind} key's attributes and its ${kind} signature verifies`, async (t) => {
-      const v = await run32(name);
+      const { values: v } = await runHost(driver32, [module32, name, MESSAGE]);
       t.is(v.get("done"), "1");
       t.is(v.get("sizeofUlong"), "4");
       t.is(v.get("Initialize"), CKR.OK);

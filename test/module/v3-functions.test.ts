@@ -1,10 +1,9 @@
 // The PKCS#11 3.0 session functions C_LoginUser and C_SessionCancel, through C_GetInterface's 3.0 table and the
 // real helper. pkcs11js only speaks 2.40, so a small C driver (v3-driver.c, compiled here) makes the calls.
 import test from "ava";
-import { execFile } from "node:child_process";
 import { createHash, verify } from "node:crypto";
 import path from "node:path";
-import { compileDriver, keyValues, rv as CKR } from "../native/driver.ts";
+import { compileDriver, runHost, rv as CKR } from "../native/driver.ts";
 import { modulePath, repoRoot, startModuleFixture, type ModuleFixture } from "./harness.ts";
 
 const CKS_RO_PUBLIC_SESSION = "0";
@@ -18,19 +17,10 @@ test.before(async () => {
 });
 test.after.always(() => fixture?.close());
 
-function runDriver(digestHex: string): Promise<{ stdout: string; stderr: string; values: Map<string, string> }> {
-  return new Promise((resolve, reject) => {
-    execFile(driver, [modulePath, digestHex], { env: process.env, timeout: 60_000, encoding: "utf8" }, (error, stdout, stderr) => {
-      if (error) return reject(new Error(`${error.message}\n${stdout}\n${stderr}`));
-      resolve({ stdout, stderr, values: keyValues(stdout) });
-    });
-  });
-}
-
 test("C_LoginUser and C_SessionCancel from the 3.0 table follow the spec, and a signature after a cancel verifies", async (t) => {
   const message = Buffer.from("PKCS#11 3.0 session functions");
   const digest = createHash("sha256").update(message).digest();
-  const { stdout, values: v } = await runDriver(digest.toString("hex"));
+  const { stdout, values: v } = await runHost(driver, [modulePath, digest.toString("hex")]);
   t.is(v.get("done"), "1", stdout);
   t.is(v.get("Initialize"), CKR.OK);
   t.is(v.get("OpenSession"), CKR.OK);

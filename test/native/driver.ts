@@ -32,6 +32,19 @@ export function driverPath(): string {
   return compileDriver(driverSource);
 }
 
+/**
+ * Runs a compiled host against the real helper (the test's own environment) and returns its "key value" lines;
+ * a host that exits non-zero rejects with its output.
+ */
+export function runHost(binary: string, args: readonly string[]): Promise<{ stdout: string; values: Map<string, string> }> {
+  return new Promise((resolve, reject) => {
+    execFile(binary, args, { env: process.env, timeout: 60_000, encoding: "utf8" }, (error, stdout, stderr) => {
+      if (error) return reject(new Error(`${error.message}\n${stdout}\n${stderr}`));
+      resolve({ stdout, values: keyValues(stdout) });
+    });
+  });
+}
+
 /** A driver's "key value" lines; the first value printed for a key wins. */
 export function keyValues(stdout: string): Map<string, string> {
   const values = new Map<string, string>();
