@@ -1,6 +1,7 @@
 // Just enough DER to slice fields out of a certificate verbatim and to wrap the two values PKCS#11 wants wrapped.
 // Slicing (instead of decoding and re-encoding) keeps CKA_SUBJECT/ISSUER/SERIAL_NUMBER byte-identical to the
 // certificate, which is what clients compare them against.
+import { createHash } from "node:crypto";
 
 export interface Tlv {
   tag: number;
@@ -72,4 +73,9 @@ export function subjectPublicKeyBits(spki: Buffer): Buffer {
   const [, bitString] = children(readTlv(spki, 0).contents);
   if (!bitString || bitString.tag !== 0x03) throw new Error("SubjectPublicKeyInfo has no BIT STRING");
   return bitString.contents.subarray(1);
+}
+
+/** A key identifier by RFC 5280 §4.2.1.2 method 1: the SHA-1 of the subjectPublicKey bits. The module's CKA_ID. */
+export function keyIdentifier(spki: Buffer): Buffer {
+  return createHash("sha1").update(subjectPublicKeyBits(spki)).digest();
 }

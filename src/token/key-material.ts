@@ -1,9 +1,9 @@
 // Everything derived from a vault key and its certificate, computed once when the key is loaded so that no
 // signature pays for parsing, DER encoding or KeyObject creation.
-import { createHash, createPublicKey, X509Certificate, type KeyObject } from "node:crypto";
+import { createPublicKey, X509Certificate, type KeyObject } from "node:crypto";
 import type { VaultKey } from "../vault/types.ts";
 import { CURVES, type CurveName, type CurveSpec } from "../mechanisms/algorithms.ts";
-import { certificateFields, octetString, subjectPublicKeyBits, type CertificateFields } from "./der.ts";
+import { certificateFields, keyIdentifier, octetString, type CertificateFields } from "./der.ts";
 import { log } from "../log/log.ts";
 
 export type KeyKind = "RSA" | "EC";
@@ -90,7 +90,7 @@ export function buildKeyMaterial(key: VaultKey, certificateDer: Buffer | undefin
     throw new Error(`key ${key.name} has key type ${key.kty}, which this module cannot expose (RSA and EC only)`);
   }
   const spkiDer = material.publicKey.export({ type: "spki", format: "der" });
-  const id = createHash("sha1").update(subjectPublicKeyBits(spkiDer)).digest();
+  const id = keyIdentifier(spkiDer);
   return { ...material, spkiDer, id, certificate: certificateDer ? parseCertificate(certificateDer, spkiDer, label) : undefined };
 }
 

@@ -8,7 +8,7 @@ import { MAX_AUTHORITY_CERTIFICATES } from "../config/types.ts";
 import { CK_CERTIFICATE_CATEGORY, CK_UNAVAILABLE_INFORMATION, CKA, CKC, CKK, CKM, CKO } from "../pkcs11/constants.ts";
 import { allowedMechanisms } from "../mechanisms/table.ts";
 import { AttributeSet } from "./attributes.ts";
-import { certificateFields, subjectPublicKeyBits, type CertificateFields } from "./der.ts";
+import { certificateFields, keyIdentifier, type CertificateFields } from "./der.ts";
 import type { KeyMaterial } from "./key-material.ts";
 
 export type ObjectKind = "private" | "public" | "certificate" | "authority";
@@ -128,7 +128,7 @@ export function buildObjects(slotIndex: number, material: KeyMaterial, label: st
   authorities.slice(0, MAX_AUTHORITY_CERTIFICATES).forEach((der, position) => {
     const fields = certificateFields(der);
     const parsed = new X509Certificate(der);
-    const id = createHash("sha1").update(subjectPublicKeyBits(fields.subjectPublicKeyInfo)).digest();
+    const id = keyIdentifier(fields.subjectPublicKeyInfo);
     const set = common(new AttributeSet(ulongSize), CKO.CERTIFICATE, false, authorityLabel(parsed), `${uniqueBase}#authority-${position + 1}`);
     const attributes = certificateObject(set, der, fields, id, CK_CERTIFICATE_CATEGORY.AUTHORITY, new Date(parsed.validFrom), new Date(parsed.validTo));
     objects.push({ handle: objectHandle(slotIndex, "authority", position), kind: "authority", attributes });
