@@ -52,8 +52,10 @@ export function serve(socket: Socket, module = new Pkcs11Module(), exit: (code: 
       result = undefined;
       if (error instanceof Pkcs11Error) {
         rv = error.rv;
-        // Errors built with an explanation are worth a line; plain state errors are for debugging.
-        if (error.message !== rvName(error.rv)) log.warn(`${handler.name}: ${error.message} -> ${rvName(rv)}`);
+        // Errors built with an explanation are worth a line, once a minute when they repeat; plain state errors are
+        // for debugging, and vault failures were logged where they were mapped.
+        if (error.logged) log.debug(`${handler.name}: ${error.message} -> ${rvName(rv)}`);
+        else if (error.message !== rvName(error.rv)) log.warnOncePerMinute(`${handler.name}: ${error.message} -> ${rvName(rv)}`);
       } else if (error instanceof ProtocolError) {
         rv = CKR.GENERAL_ERROR;
         log.error(`${handler.name}: malformed request: ${error.message}`);

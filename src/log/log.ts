@@ -36,6 +36,19 @@ function write(level: string, message: string): void {
   }
 }
 
+// An outage fails every call the same way: such a line is written once a minute, not once per call.
+const REPEAT_WINDOW_MS = 60_000;
+const lastWritten = new Map<string, number>();
+
+function firstInWindow(line: string): boolean {
+  const now = Date.now();
+  const previous = lastWritten.get(line);
+  if (previous !== undefined && now - previous < REPEAT_WINDOW_MS) return false;
+  if (lastWritten.size >= 1000) lastWritten.clear();
+  lastWritten.set(line, now);
+  return true;
+}
+
 export const log = {
   debug(message: string): void {
     if (debugEnabled) write("", message);
@@ -48,5 +61,13 @@ export const log = {
   },
   error(message: string): void {
     write("error: ", message);
+  },
+  /** A warning that repeats is written at most once a minute. */
+  warnOncePerMinute(message: string): void {
+    if (firstInWindow(`w${message}`)) write("warning: ", message);
+  },
+  /** An error that repeats is written at most once a minute. */
+  errorOncePerMinute(message: string): void {
+    if (firstInWindow(`e${message}`)) write("error: ", message);
   },
 };
