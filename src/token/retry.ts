@@ -36,7 +36,8 @@ export class Backoff {
     return delay;
   }
 
-  succeeded(): void {
+  /** After a success, or a failure that no retry would mend. */
+  reset(): void {
     this.failures = 0;
     this.cancel();
   }

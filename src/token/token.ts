@@ -23,6 +23,8 @@ export interface LoadedToken {
 
 /** A use of the token retries a pending certificate at most this often (the background retries back off further). */
 const USE_RETRY_GAP_MS = 1_000;
+/** Retries on use can fail every second through an outage: warn of the first failure, then once a minute. */
+const WARN_AGAIN_MS = 60_000;
 
 export class Token {
   loginState: LoginState = "public";
@@ -41,6 +43,7 @@ export class Token {
   private certificateDer: Buffer | undefined;
   private certificateFetch: Promise<void> | undefined;
   private certificateAttemptEnded = 0;
+  private certificateWarned = 0;
   private readonly certificateRetry = new Backoff();
 
   constructor(
@@ -91,14 +94,14 @@ export class Token {
         (loaded) => {
           this.loaded = loaded;
           this.loading = undefined;
-          this.keyRetry.succeeded();
+          this.keyRetry.reset();
           return loaded;
         },
         (error: unknown) => {
           this.loading = undefined;
           const failure = vaultFailure(error, this.label, "load");
           if (isPassing(error)) this.keyRetry.failed(() => this.prefetch());
-          else this.keyRetry.succeeded();
+          else this.keyRetry.reset();
           throw failure;
         },
       );
@@ -162,7 +165,7 @@ export class Token {
       // Undefined when the vault has none or refuses to say (404, 403): the token then has no certificate object.
       const der = await this.backend.getCertificate(this.slot.vaultUrl, keyName);
       const failures = this.certificateRetry.failureCount;
-      this.certificateRetry.succeeded();
+      this.certificateRetry.reset();
       this.certificateKnown = true;
       this.certificateDer = der;
       if (failures > 0) log.info(`${this.label}: ${der ? "read certificate" : "the vault has no certificate"} '${keyName}' after ${failures} failed attempt(s)${der ? "; the token shows it now" : ""}`);
@@ -173,7 +176,14 @@ export class Token {
         if (this.loaded) void this.fetchCertificate();
       });
       const reason = error instanceof Error ? error.message : String(error);
-      log.warn(`${this.label}: cannot read certificate '${keyName}' from the vault (${reason}); the token shows no certificate object until a retry succeeds (next in ${delay / 1000} s, or on the next use)`);
+      const line = `${this.label}: cannot read certificate '${keyName}' from the vault (${reason}); the token shows no certificate object until a retry succeeds (next in ${delay / 1000} s, or on the next use)`;
+      const now = Date.now();
+      if (this.certificateRetry.failureCount === 1 || now - this.certificateWarned >= WARN_AGAIN_MS) {
+        this.certificateWarned = now;
+        log.warn(line);
+      } else {
+        log.debug(line);
+      }
     }
   }
 }
