@@ -1,7 +1,8 @@
 // Concurrent signers on RSA and EC tokens through 429s, 503s, dropped connections and stalls longer than the
 // module's deadline, all at once: every CKR_OK signature verifies against the vault's JWK, every failure is
 // CKR_DEVICE_ERROR (what src/token/vault-errors.ts maps throttling, 5xx, network errors and timeouts to), and no
-// call outlives a watchdog of three deadlines (a hang detector, not a performance assertion).
+// call outlives a watchdog of three deadlines (a hang detector, not a performance assertion). First, one sign held
+// past the deadline on its own.
 import test from "ava";
 import { constants, verify } from "node:crypto";
 import pkcs11js from "pkcs11js";
@@ -53,7 +54,22 @@ async function signOnce(signer: Signer, data: Buffer): Promise<{ outcome: Outcom
   return { outcome, signature };
 }
 
-test("concurrent signers through 429, 503, dropped connections and stalls: valid signatures or CKR_DEVICE_ERROR, no hang", async (t) => {
+test.serial("a sign held past the deadline returns CKR_DEVICE_ERROR before the stall ends; the next one signs", async (t) => {
+  const { pkcs11, emulator } = fixture;
+  const session = openSession(fixture, "ec");
+  const signer: Signer = { keyName: "ec", session, key: privateKeyOf(fixture, session) };
+  await emulator.setFaults({ stallRate: 1, stallMs: WATCHDOG_MS + 5000, operations: ["sign"] });
+  // The watchdog (three deadlines) is shorter than the stall: only the module's own deadline can end the call.
+  t.is((await signOnce(signer, Buffer.from("stalled"))).outcome, pkcs11js.CKR_DEVICE_ERROR);
+  await emulator.setFaults(undefined);
+  const data = Buffer.from("after the stall");
+  const { outcome, signature } = await signOnce(signer, data);
+  t.is(outcome, "ok");
+  t.true(signature !== undefined && verifies("ec", data, signature));
+  pkcs11.C_CloseSession(session);
+});
+
+test.serial("concurrent signers through 429, 503, dropped connections and stalls: valid signatures or CKR_DEVICE_ERROR, no hang", async (t) => {
   const { pkcs11, emulator } = fixture;
   const signers: Signer[] = Array.from({ length: SIGNERS }, (_, index) => {
     const keyName = index % 2 === 0 ? "rsa" : "ec";
