@@ -446,11 +446,21 @@ function instanceDiscovery(base: string, url: URL): Reply {
   };
 }
 
+/** Every name requestOperation can return: what request counts are keyed by and fault `operations` may list. */
+export const DATA_PLANE_OPERATIONS = [
+  "list-keys", "get-key", "delete-key", "create-key", "rotate-key", "list-key-versions", "update-key",
+  "sign", "verify", "encrypt", "decrypt", "wrapkey", "unwrapkey",
+  "list-deleted-keys", "get-deleted-key", "recover-deleted-key", "purge-deleted-key",
+  "list-certificates", "get-certificate", "create-certificate", "get-certificate-operation", "get-certificate-policy", "list-certificate-versions",
+  "get-random-bytes", "other",
+] as const;
+export type DataPlaneOperation = (typeof DATA_PLANE_OPERATIONS)[number];
+
 /**
  * The operation a data-plane request asks for, named after the REST API's operation ("get-key", "sign",
  * "list-key-versions" ...), from the method and path alone so that counting costs no more than a few compares.
  */
-export function requestOperation(method: string, segments: string[]): string {
+export function requestOperation(method: string, segments: string[]): DataPlaneOperation {
   const [collection, name, third, fourth] = segments;
   const listing = name === undefined || name === "";
   switch (collection) {
@@ -463,7 +473,7 @@ export function requestOperation(method: string, segments: string[]): string {
         if (third === "versions") return "list-key-versions";
         return method === "PATCH" ? "update-key" : "get-key";
       }
-      return CRYPTO_ROUTES[fourth] ? fourth : "other";
+      return CRYPTO_ROUTES[fourth] ? (fourth as DataPlaneOperation) : "other";
     case "deletedkeys":
       if (listing) return "list-deleted-keys";
       if (third === "recover") return "recover-deleted-key";
@@ -532,7 +542,18 @@ export function createHttpsHandler(state: VaultState): (req: IncomingMessage, re
         }
         const operation = requestOperation(req.method ?? "GET", segments);
         countRequest(state, operation, segments);
-        const fault = state.faults.next();
+        // setFaults() may replace the injector while this request is held: it keeps the faults it drew.
+        const faults = state.faults;
+        const fault = faults.next(operation);
+        if (fault === "stall") {
+          log.debug(`emulator: ${req.method} ${url.pathname} -> held for ${faults.stallMs} ms (injected)`);
+          // Unref'd: a stalled request never keeps the process alive after close().
+          await delay(faults.stallMs, undefined, { ref: false });
+          if (req.socket.destroyed) {
+            log.debug(`emulator: ${req.method} ${url.pathname}: the client left during the stall`);
+            return;
+          }
+        }
         if (fault === "drop") {
           log.debug(`emulator: ${req.method} ${url.pathname} -> dropped connection (injected)`);
           req.socket.destroy();
@@ -542,7 +563,7 @@ export function createHttpsHandler(state: VaultState): (req: IncomingMessage, re
           reply = {
             status: 429,
             body: new KeyVaultError(429, "Throttled", "Request was not processed because too many requests were received. Reason: VaultRequestTypeLimitReached").body(),
-            headers: { "Retry-After": String(state.faults.retryAfterSeconds) },
+            headers: { "Retry-After": String(faults.retryAfterSeconds) },
           };
         } else if (fault === "unavailable") {
           reply = { status: 503, body: new KeyVaultError(503, "ServiceUnavailable", "The service is temporarily unavailable. Please retry later.").body() };

@@ -12,14 +12,16 @@ import { fileURLToPath } from "node:url";
 import { readdirSync, readFileSync } from "node:fs";
 import pkcs11js from "pkcs11js";
 import { Worker } from "node:worker_threads";
-import type { EmulatorOptions, RunningEmulator as InProcessEmulator } from "../../src/emulator/index.ts";
+import type { EmulatorOptions, FaultOptions, RunningEmulator as InProcessEmulator } from "../../src/emulator/index.ts";
 
 /**
  * The emulator running on a worker thread (see emulator-worker.ts), with the in-process emulator's interface except
- * that reading the request counts is a message round trip.
+ * that reading the request counts and setting faults are message round trips.
  */
-export interface RunningEmulator extends Omit<InProcessEmulator, "requestCounts"> {
+export interface RunningEmulator extends Omit<InProcessEmulator, "requestCounts" | "setFaults"> {
   requestCounts(name?: string): Promise<Record<string, number>>;
+  /** In effect from the next request the emulator receives once the promise resolves. */
+  setFaults(faults: FaultOptions | undefined): Promise<void>;
 }
 
 export function startEmulator(options: EmulatorOptions): Promise<RunningEmulator> {
@@ -38,7 +40,7 @@ export function startEmulator(options: EmulatorOptions): Promise<RunningEmulator
     });
   return new Promise((resolve, reject) => {
     worker.once("error", reject);
-    worker.on("message", (message: { type: string; id?: number; error?: string; value?: unknown; info?: Omit<InProcessEmulator, "addKey" | "requestCounts" | "close"> }) => {
+    worker.on("message", (message: { type: string; id?: number; error?: string; value?: unknown; info?: Omit<InProcessEmulator, "addKey" | "requestCounts" | "setFaults" | "close"> }) => {
       if (message.type === "ready") {
         resolve({
           ...message.info!,
@@ -46,6 +48,9 @@ export function startEmulator(options: EmulatorOptions): Promise<RunningEmulator
             await call({ type: "addKey", spec, certificate: addOptions?.certificate });
           },
           requestCounts: async (name) => (await call({ type: "requestCounts", name })) as Record<string, number>,
+          setFaults: async (faults) => {
+            await call({ type: "setFaults", faults });
+          },
           close: () =>
             (closing ??= (async () => {
               await call({ type: "close" });
