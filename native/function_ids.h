@@ -53,6 +53,7 @@ enum function_id {
   FN_C_SessionCancel = 72,
   /* The module's own calls, not PKCS#11 functions, start at 256. */
   FN_RestoreSessions = 256,
+  FN_AgentHello = 257,
 };
 
 #endif

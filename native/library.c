@@ -226,13 +226,12 @@ static CK_RV replace_helper(struct link *dead) {
     long backoff = FIRST_BACKOFF_MS;
     for (unsigned i = 1; i < failed_starts && backoff < MAX_BACKOFF_MS; i++) backoff *= 2;
     next_attempt = after_ms(backoff < MAX_BACKOFF_MS ? backoff : MAX_BACKOFF_MS);
-    log_error("cannot start a new helper to replace pid %ld; calls return CKR_DEVICE_ERROR", (long)link_pid(dead));
+    log_error("cannot start a new helper to replace %s; calls return CKR_DEVICE_ERROR", link_peer(dead));
     return CKR_DEVICE_ERROR;
   }
   failed_starts = 0;
-  log_error("the helper (pid %ld) was replaced by pid %ld; open sessions and login state were restored, active "
-            "operations are lost",
-            (long)link_pid(dead), (long)link_pid(fresh));
+  log_error("%s was replaced by %s; open sessions and login state were restored, active operations are lost",
+            link_peer(dead), link_peer(fresh));
 
   pthread_mutex_lock(&state_mu);
   current = fresh;

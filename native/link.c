@@ -1,6 +1,7 @@
 #include "link.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "agent.h"
 #include "lock.h"
 #include "log.h"
 #include "spawn.h"
@@ -45,7 +47,10 @@ struct incoming {
  * reading role on to another waiter. */
 struct link {
   int fd;
+  /* The private helper's pid; 0 for a connection to the shared agent, which is no child of ours. */
   pid_t pid;
+  /* "the helper (pid N)" or "the agent", for log lines. */
+  char peer[40];
   unsigned long timeout_ms;
 
   /* Guards everything below, and the waiters' fields. */
@@ -187,7 +192,7 @@ static void describe_exit(pid_t pid, int status);
  * no zombie waits for C_Finalize and nothing it still runs can reach the vault or the application. The module
  * installs no SIGCHLD handler: the host's signal disposition stays its own. */
 static void reap_lost(struct link *link) {
-  if (link->reaped) return;
+  if (link->reaped || link->pid == 0) return;
   link->reaped = 1;
   int status = 0;
   for (long waited = 0; waited < LOST_GRACE_MS; waited += 5) {
@@ -218,6 +223,18 @@ static void drop_link(struct link *link) {
 /* Caller holds mu. */
 static void deliver(struct link *link, uint8_t *frame, size_t len) {
   uint32_t id = wire_get_u32(frame);
+  if (id == 0) {
+    /* An agent's log line for this host (request ids are never 0): the host's stderr, where a private helper's
+     * lines go directly. */
+    struct rbuf r;
+    const uint8_t *line = NULL;
+    size_t line_len = 0;
+    rbuf_init(&r, frame + WIRE_REPLY_MIN, len - WIRE_REPLY_MIN);
+    rbuf_bytes(&r, &line, &line_len);
+    if (rbuf_done(&r)) log_forward((const char *)line, line_len);
+    free(frame);
+    return;
+  }
   for (struct waiter *w = link->waiters; w != NULL; w = w->next) {
     if (w->id == id) {
       link->answered = 1;
@@ -250,11 +267,11 @@ static void report_dead(struct link *link, const char *function) {
 static void lose_connection(struct link *link) {
   if (link->dead) return;
   if (!link->closing && !link->answered) {
-    log_error("the helper (pid %ld) stopped before answering C_Initialize", (long)link->pid);
+    log_error("%s stopped before answering C_Initialize", link->peer);
   } else if (!link->closing) {
-    log_error("lost the connection to the helper (pid %ld); calls in flight fail with CKR_DEVICE_ERROR and the next "
-              "call starts a new helper",
-              (long)link->pid);
+    log_error("lost the connection to %s; calls in flight fail with CKR_DEVICE_ERROR and the next call starts a new "
+              "helper",
+              link->peer);
   }
   drop_link(link);
 }
@@ -282,7 +299,12 @@ struct link *link_open(const CK_C_INITIALIZE_ARGS *args, CK_RV *rv) {
   link->next_id = 1;
   clock_gettime(CLOCK_MONOTONIC, &link->started);
 
-  if (spawn_helper(&link->fd, &link->pid) != 0) {
+  if (agent_connect(&link->fd) == 0) {
+    link->pid = 0;
+    snprintf(link->peer, sizeof link->peer, "the agent");
+  } else if (spawn_helper(&link->fd, &link->pid) == 0) {
+    snprintf(link->peer, sizeof link->peer, "the helper (pid %ld)", (long)link->pid);
+  } else {
     lock_destroy(&link->writer);
     pthread_condattr_destroy(&link->cv_attr);
     pthread_mutex_destroy(&link->mu);
@@ -298,6 +320,7 @@ struct link *link_open(const CK_C_INITIALIZE_ARGS *args, CK_RV *rv) {
 static uint32_t fresh_id(struct link *link) {
   for (;;) {
     uint32_t id = link->next_id++;
+    if (id == 0) continue; /* 0 marks an agent's log frames */
     int in_use = 0;
     for (struct waiter *w = link->waiters; w != NULL && !in_use; w = w->next) in_use = w->id == id;
     if (!in_use) return id;
@@ -376,7 +399,7 @@ CK_RV link_call(struct link *link, struct wbuf *request, const char *function, u
   if (send_failed && !link->dead) {
     /* A partial frame would desynchronise the stream: the link is unusable from here on. */
     if (sent == 0 && link->answered && !link->closing) {
-      log_debug("%s: the helper (pid %ld) is gone (%s); starting a new one", function, (long)link->pid,
+      log_debug("%s: %s is gone (%s); starting a new one", function, link->peer,
                 strerror(errno));
     } else {
       log_error("%s: cannot send to the helper: %s", function, strerror(errno));
@@ -395,9 +418,9 @@ CK_RV link_call(struct link *link, struct wbuf *request, const char *function, u
       if (timed_out && !link->dead) {
         /* The helper may still act on the call later; a call reported as failed must have no effect, so this
          * helper goes, and with it whatever it was doing. The next call starts a new one. */
-        log_error("%s: the helper (pid %ld) did not answer within %lu ms (AZURE_KEYVAULT_PKCS11_CALL_TIMEOUT_MS); "
-                  "stopping it and returning CKR_DEVICE_ERROR",
-                  function, (long)link->pid, link->timeout_ms);
+        log_error("%s: %s did not answer within %lu ms (AZURE_KEYVAULT_PKCS11_CALL_TIMEOUT_MS); %s and returning "
+                  "CKR_DEVICE_ERROR",
+                  function, link->peer, link->timeout_ms, link->pid != 0 ? "stopping it" : "closing the connection");
         drop_link(link);
       } else {
         report_dead(link, function);
@@ -430,6 +453,8 @@ long link_age_ms(struct link *link) {
 }
 
 pid_t link_pid(const struct link *link) { return link->pid; }
+
+const char *link_peer(const struct link *link) { return link->peer; }
 
 unsigned long link_timeout_ms(const struct link *link) { return link->timeout_ms; }
 
@@ -478,7 +503,7 @@ void link_stop(struct link *link) {
   pthread_mutex_unlock(&link->mu);
   /* Wakes a caller blocked reading: it sees end-of-file and every waiter gets CKR_DEVICE_ERROR. */
   shutdown(link->fd, SHUT_RDWR);
-  if (!already_reaped) reap(link);
+  if (!already_reaped && link->pid != 0) reap(link);
 }
 
 void link_free(struct link *link) {

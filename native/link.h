@@ -30,6 +30,8 @@ int link_is_dead(struct link *link);
 /* Milliseconds since the helper was started. */
 long link_age_ms(struct link *link);
 pid_t link_pid(const struct link *link);
+/* "the helper (pid N)" or "the agent", for log lines. */
+const char *link_peer(const struct link *link);
 /* AZURE_KEYVAULT_PKCS11_CALL_TIMEOUT_MS as read at link_open. */
 unsigned long link_timeout_ms(const struct link *link);
 

@@ -64,6 +64,8 @@ export interface RunningEmulator {
    * only the requests on the key or certificate of that name (any case).
    */
   requestCounts(name?: string): Record<string, number>;
+  /** Access tokens issued so far by the identity and Entra ID endpoints. */
+  tokensIssued(): number;
   /**
    * Replaces the injected faults from the next request on (undefined: none). Invalid options throw and leave the
    * current faults in place. Requests already held by a stall finish as they were drawn.
@@ -120,6 +122,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
     identityHeader,
     requestCounts: new Map(),
     requestCountsByName: new Map(),
+    tokensIssued: 0,
   };
 
   const addCertificate = async (name: string, ekus?: string[]): Promise<void> => {
@@ -189,6 +192,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
     setFaults(faults: FaultOptions | undefined): void {
       state.faults = new FaultInjector(faults);
     },
+    tokensIssued: () => state.tokensIssued,
     requestCounts: (name?: string) => Object.fromEntries(name === undefined ? state.requestCounts : state.requestCountsByName.get(name.toLowerCase()) ?? []),
     close(): Promise<void> {
       closed ??= (async () => {

@@ -34,6 +34,8 @@ export interface VaultState {
   requestCounts: Map<string, number>;
   /** The same, for each key or certificate name a request names (lower case, as the vault's names are case-blind). */
   requestCountsByName: Map<string, Map<string, number>>;
+  /** Access tokens issued (managed identity and Entra ID token endpoints), for tests that prove a credential was reused. */
+  tokensIssued: number;
 }
 
 interface Reply {
@@ -391,6 +393,7 @@ function clientCredentialsToken(state: VaultState, raw: Buffer, contentType: str
   const resourceScope = scope.split(" ").find((s) => s.endsWith("/.default"));
   if (!resourceScope) return oauthError(400, "invalid_scope", 1002012, `The provided value for scope ${scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier.`);
   const token = state.tokens.issue(resourceFromScope(resourceScope), clientId);
+  state.tokensIssued++;
   const expiresIn = token.expiresOn - Math.floor(Date.now() / 1000);
   return { status: 200, body: { token_type: "Bearer", expires_in: expiresIn, ext_expires_in: expiresIn, access_token: token.accessToken } };
 }
@@ -613,6 +616,7 @@ export function createIdentityHandler(state: VaultState): (req: IncomingMessage,
       if (!resource) return { status: 400, body: { statusCode: 400, message: "The 'resource' query parameter is required." } };
       const clientId = url.searchParams.get("client_id") ?? state.tokens.principalId;
       const token = state.tokens.issue(resourceFromScope(resource), clientId);
+      state.tokensIssued++;
       return {
         status: 200,
         body: { access_token: token.accessToken, expires_on: String(token.expiresOn), resource, token_type: "Bearer", client_id: clientId },

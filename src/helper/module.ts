@@ -2,7 +2,7 @@
 // sessions. General-purpose, slot and token functions live here; session operations in src/session/.
 import { randomBytes } from "node:crypto";
 import { loadConfig, discoverSlots } from "../config/index.ts";
-import { ConfigError } from "../config/types.ts";
+import { ConfigError, type ModuleConfig } from "../config/types.ts";
 import { createVaultBackend } from "../vault/index.ts";
 import type { VaultBackend } from "../vault/types.ts";
 import { log } from "../log/log.ts";
@@ -73,8 +73,34 @@ export interface InitializedState {
   operations: Operations;
 }
 
+/**
+ * Where an application's configuration and vault backend come from: loaded afresh for a private helper's one
+ * application, or shared by every connection of an agent context (src/agent/).
+ */
+export interface VaultSource {
+  /** Throws ConfigError for a bad configuration. */
+  open(callTimeoutMs: number | undefined): { config: ModuleConfig; backend: VaultBackend };
+}
+
+/** A private helper: the configuration and credentials of its own environment, read at C_Initialize. */
+export function privateVaultSource(env: NodeJS.ProcessEnv = process.env): VaultSource {
+  return {
+    open(callTimeoutMs) {
+      let config = loadConfig(env);
+      const timeoutMs = remoteDeadlineMs(config.timeoutMs, callTimeoutMs);
+      if (timeoutMs !== config.timeoutMs) {
+        log.debug(`remote deadline ${timeoutMs} ms instead of ${config.timeoutMs} ms, to stay inside the module's call timeout of ${callTimeoutMs} ms`);
+        config = { ...config, timeoutMs };
+      }
+      return { config, backend: createVaultBackend(config, { env }) };
+    },
+  };
+}
+
 export class Pkcs11Module {
   private state: InitializedState | undefined;
+
+  constructor(private readonly vault: VaultSource = privateVaultSource()) {}
 
   get initialized(): InitializedState {
     if (!this.state) throw new Pkcs11Error(CKR.CRYPTOKI_NOT_INITIALIZED);
@@ -92,9 +118,9 @@ export class Pkcs11Module {
       throw new Pkcs11Error(CKR.GENERAL_ERROR);
     }
     const started = performance.now();
-    let config;
+    let opened;
     try {
-      config = loadConfig();
+      opened = this.vault.open(callTimeoutMs);
     } catch (error) {
       if (error instanceof ConfigError) {
         log.error(error.message);
@@ -102,14 +128,8 @@ export class Pkcs11Module {
       }
       throw error;
     }
-    const timeoutMs = remoteDeadlineMs(config.timeoutMs, callTimeoutMs);
-    if (timeoutMs !== config.timeoutMs) {
-      log.debug(`remote deadline ${timeoutMs} ms instead of ${config.timeoutMs} ms, to stay inside the module's call timeout of ${callTimeoutMs} ms`);
-      config = { ...config, timeoutMs };
-    }
+    const { config, backend } = opened;
     const configured = performance.now();
-    const backend = createVaultBackend(config);
-    const backendReady = performance.now();
     let slots;
     try {
       slots = await discoverSlots(config, backend);
@@ -124,12 +144,15 @@ export class Pkcs11Module {
     const operations = new Operations(backend, ulongSize);
     this.state = { ulongSize, backend, tokens, sessions: new SessionTable(), operations };
     log.debug(
-      `initialized: ${tokens.length} token(s), sizeof(CK_ULONG) = ${ulongSize}; config ${(configured - started).toFixed(1)} ms, ` +
-        `backend ${(backendReady - configured).toFixed(1)} ms, slots ${(performance.now() - backendReady).toFixed(1)} ms`,
+      `initialized: ${tokens.length} token(s), sizeof(CK_ULONG) = ${ulongSize}; config and backend ${(configured - started).toFixed(1)} ms, ` +
+        `slots ${(performance.now() - configured).toFixed(1)} ms`,
     );
   }
 
-  /** The helper exits right after replying (src/helper/serve.ts), which closes the vault connections. */
+  /**
+   * A private helper exits right after replying (src/helper/serve.ts), which closes the vault connections; an agent
+   * context keeps its backend for the next application.
+   */
   finalize(): void {
     this.initialized.sessions.clear();
     this.state = undefined;

@@ -49,6 +49,8 @@ export const FunctionId = {
   C_SessionCancel: 72,
   /** The module's own call, not a PKCS#11 function: a replacement helper takes over the open sessions. */
   RestoreSessions: 256,
+  /** The module's own call: the first frame on a connection to the agent, naming the host's context. */
+  AgentHello: 257,
 } as const;
 
 export type FunctionName = keyof typeof FunctionId;

@@ -18,5 +18,6 @@ parentPort!.on("message", (message: { type: string; id: number; spec?: string; c
     }
   }
   if (message.type === "requestCounts") reply(undefined, emulator.requestCounts(message.name));
+  if (message.type === "tokensIssued") reply(undefined, emulator.tokensIssued());
   if (message.type === "close") emulator.close().then(() => reply(), reply);
 });

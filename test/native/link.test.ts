@@ -50,7 +50,7 @@ test("a helper that dies is reaped at once and replaced by the next call, idle o
   t.is(v.get("sign.afterReinit"), "1");
   t.is(v.get("afterReinit.restores"), "0");
   t.regex(run.stderr, /AZURE_KEYVAULT: lost the connection to the helper/);
-  t.regex(run.stderr, /AZURE_KEYVAULT: the helper \(pid \d+\) was replaced by pid \d+/);
+  t.regex(run.stderr, /AZURE_KEYVAULT: the helper \(pid \d+\) was replaced by the helper \(pid \d+\)/);
 });
 
 test("a replacement that dies at start-up again and again is retried with a back-off, not in a fork loop", async (t) => {
