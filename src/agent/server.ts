@@ -200,8 +200,11 @@ export async function runAgent(options: AgentOptions): Promise<number> {
       armIdle();
     };
     socket.once("close", forget);
+    // Another user's process (admitted by a system agent's lists) never chooses the files this agent reads for it:
+    // it is served with the agent's own environment and config.
+    const ownUser = peer.uid === process.getuid!();
     readHello(socket, peer.pid)
-      .then(({ hello, leftover }) => route(socket, id, hello, leftover, forget))
+      .then(({ hello, leftover }) => route(socket, id, ownUser ? hello : { ...hello, env: { ...process.env } as Record<string, string>, cwd: process.cwd() }, leftover, forget))
       .catch((error: unknown) => {
         log.error(`connection from pid ${peer.pid}: ${(error as Error).message}; closing it`);
         socket.destroy();
