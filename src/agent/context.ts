@@ -67,9 +67,11 @@ export function runContextWorker(): void {
       return;
     }
     const stream = new PortDuplex(message.port);
-    const served = serve(stream, new Pkcs11Module(source), {
+    const module = new Pkcs11Module(source);
+    const served = serve(stream, module, {
       forwardLogs: true,
       exit: () => {
+        module.discard();
         stream.destroy();
         connections.delete(message.id);
         report({ type: "closed", id: message.id });

@@ -154,7 +154,17 @@ export class Pkcs11Module {
    * context keeps its backend for the next application.
    */
   finalize(): void {
-    this.initialized.sessions.clear();
+    this.close(this.initialized);
+  }
+
+  /** An agent connection that ended without C_Finalize (its host died): the same clean-up, if there was a start. */
+  discard(): void {
+    if (this.state) this.close(this.state);
+  }
+
+  private close(state: InitializedState): void {
+    state.sessions.clear();
+    for (const token of state.tokens) token.stop();
     this.state = undefined;
   }
 

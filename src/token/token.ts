@@ -35,6 +35,7 @@ export class Token {
   private loading: Promise<LoadedToken> | undefined;
   private loaded: LoadedToken | undefined;
   private readonly keyRetry = new Backoff();
+  private stopped = false;
   /**
    * Whether the certificate is settled: given by the config, read from the vault, or absent there (404, or 403 for
    * an identity without certificates/get). Any other failure leaves it pending.
@@ -100,7 +101,7 @@ export class Token {
         (error: unknown) => {
           this.loading = undefined;
           const failure = vaultFailure(error, this.label, "load");
-          if (isPassing(error)) this.keyRetry.failed(() => this.prefetch());
+          if (isPassing(error) && !this.stopped) this.keyRetry.failed(() => this.prefetch());
           else this.keyRetry.reset();
           throw failure;
         },
@@ -144,6 +145,16 @@ export class Token {
     return { material, objects: buildObjects(this.slotId, material, key.name, this.ulongSize, this.slot.certificateChainDer) };
   }
 
+  /**
+   * The application is gone (C_Finalize, or an agent connection that closed): no more background retries, which in
+   * an agent would otherwise go on for every process that ever used the token.
+   */
+  stop(): void {
+    this.stopped = true;
+    this.keyRetry.cancel();
+    this.certificateRetry.cancel();
+  }
+
   private retryCertificateOnUse(): void {
     if (this.certificateFetch || Date.now() - this.certificateAttemptEnded < USE_RETRY_GAP_MS) return;
     void this.fetchCertificate();
@@ -173,7 +184,7 @@ export class Token {
     } catch (error) {
       // A key without its certificate still signs; the certificate object comes when a retry succeeds.
       const delay = this.certificateRetry.failed(() => {
-        if (this.loaded) void this.fetchCertificate();
+        if (this.loaded && !this.stopped) void this.fetchCertificate();
       });
       const reason = error instanceof Error ? error.message : String(error);
       const line = `${this.label}: cannot read certificate '${keyName}' from the vault (${reason}); the token shows no certificate object until a retry succeeds (next in ${delay / 1000} s, or on the next use)`;
