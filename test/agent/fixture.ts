@@ -13,7 +13,8 @@ export { describe, modulePath, repoRoot };
 export type { FixtureKey, ModuleFixture, RunResult };
 
 export const helperBundle = path.join(repoRoot, "build", "helper.cjs");
-export const FALLBACK_LINE = /AZURE_KEYVAULT: error: cannot use the agent at (\S+): .*; using a private helper/;
+/** The one line the shim writes when it cannot use the agent (the contract in docs: exactly this form). */
+export const FALLBACK_LINE = /^AZURE_KEYVAULT: cannot use the agent at (\S+): .*; using a private helper$/m;
 
 /** An XDG_RUNTIME_DIR of one test, and where the agent of its default socket keeps its files. */
 export interface Runtime {
@@ -45,13 +46,16 @@ export function startVault(keys: string): Promise<ModuleFixture> {
   return startModuleFixture({ keys, skipInitialize: true });
 }
 
-/** The environment of a client process of `vault` whose agent lives in `runtime` (AGENT unset: on by default). */
-export function clientEnv(vault: ModuleFixture, runtime: Runtime, extra: Record<string, string | undefined> = {}): NodeJS.ProcessEnv {
+/**
+ * The environment of a client process of `vault` whose agent lives in `runtime` (AGENT unset: on by default);
+ * without a runtime, no XDG_RUNTIME_DIR.
+ */
+export function clientEnv(vault: ModuleFixture, runtime: Runtime | undefined, extra: Record<string, string | undefined> = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {
     PATH: process.env.PATH ?? "/usr/bin:/bin",
     HOME: vault.dir,
     LC_ALL: "C",
-    XDG_RUNTIME_DIR: runtime.dir,
+    ...(runtime ? { XDG_RUNTIME_DIR: runtime.dir } : {}),
     AZURE_KEYVAULT_PKCS11_CONFIG: vault.configPath,
     IDENTITY_ENDPOINT: vault.emulator.identityEndpoint,
     IDENTITY_HEADER: vault.emulator.identityHeader,
