@@ -4,7 +4,7 @@
 // host's stderr, and "agent": false in config.json keeps a process on a private helper unless the environment
 // says otherwise. Clients are pkcs11-tool processes; signatures are verified against the vault's JWK.
 import test from "ava";
-import { writeFileSync } from "node:fs";
+import { existsSync, writeFileSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import path from "node:path";
 import { requestsSince } from "../module/harness.ts";
@@ -24,7 +24,6 @@ import {
   type Runtime,
 } from "./fixture.ts";
 import { run } from "../clients/process.ts";
-import { existsSync } from "node:fs";
 
 let vault: ModuleFixture;
 test.before(async () => {
