@@ -151,6 +151,23 @@ test.serial("a context trusts its own NODE_EXTRA_CA_CERTS, not that of the proce
   t.true(seen.tokens >= 1 && (seen.requests["get-key"] ?? 0) >= 1, `a context of its own: ${JSON.stringify(seen)}`);
 });
 
+test.serial("a context without NODE_EXTRA_CA_CERTS does not trust the CA of the process that started the agent", async (t) => {
+  const runtime = runtimeFor(t);
+  const key = vault.key("ec-key");
+  const first = await toolSign(key, clientEnv(vault, runtime));
+  t.is(first.result.code, 0, describe(first.result));
+  t.true(first.verified);
+  // Without the emulator's CA, a private helper refuses the vault's TLS certificate.
+  const env = clientEnv(vault, runtime, { NODE_EXTRA_CA_CERTS: undefined });
+  const control = await toolSign(key, { ...env, AZURE_KEYVAULT_PKCS11_AGENT: "0" });
+  t.not(control.result.code, 0, `with a private helper: ${describe(control.result)}`);
+  t.regex(control.result.stderr, /UNABLE_TO_VERIFY_LEAF_SIGNATURE/, describe(control.result));
+  const throughAgent = await toolSign(key, env);
+  t.notRegex(throughAgent.result.stderr, FALLBACK_LINE);
+  t.not(throughAgent.result.code, 0, `through the agent, the vault must be as untrusted: ${describe(throughAgent.result)}`);
+  t.false(throughAgent.verified, "the agent signed over a TLS connection this process does not trust");
+});
+
 test.serial("a helper's warning for a call reaches the host's stderr through the agent", async (t) => {
   const runtime = runtimeFor(t);
   const env = clientEnv(vault, runtime);
