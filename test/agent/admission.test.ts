@@ -253,6 +253,7 @@ test.serial("no credential in agent.log or on the host's stderr, with debug logg
   const fakeToken = `eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.${payload}.c2VjcmV0LXNpZ25hdHVyZS1vZi10aGUtYWdlbnQtdGVzdA`;
   const withToken = await toolSign(key, { ...debugEnv, AZURE_CLI_ACCESS_TOKEN: fakeToken });
   t.false(withToken.result.timedOut, describe(withToken.result));
+  t.regex(withToken.result.stderr, /credential: using AZURE_CLI_ACCESS_TOKEN/, "the token reached the agent's context");
 
   const log = readText(runtime.logFile);
   t.regex(log, /listening on/, "agent.log is written");

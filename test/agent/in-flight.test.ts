@@ -91,8 +91,9 @@ test.serial("SIGTERM with a sign in flight: the sign completes, the agent exits 
   t.true(await eventually(async () => (await signCount()) > before, 10_000), "the sign reached the vault");
   process.kill(agent.child.pid!, "SIGTERM");
 
-  const signature = await orHang(signing, 30_000);
+  const signature = await orHang(signing.catch((error: Error) => error), 30_000);
   if (signature === "hung") return t.fail("the sign in flight never completed");
+  if (signature instanceof Error) return t.fail(`the sign in flight failed: ${signature.message}\n${agent.output()}`);
   t.true(verifyEcdsa(vault.key("ec-key"), data, signature), "the sign in flight completed with a valid signature");
   t.true(await eventually(() => agent.child.exitCode !== null || agent.child.signalCode !== null, 35_000), agent.output());
   t.is(agent.child.exitCode, 0, agent.output());
