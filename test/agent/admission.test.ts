@@ -2,20 +2,21 @@
 // folder open to others is refused by the shim, malformed frames close only the connection that sent them, and no
 // credential reaches agent.log or the host's stderr. Signatures are verified against the vault's JWK.
 import test from "ava";
-import { once } from "node:events";
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { isContextVariable } from "../../src/agent/context-key.ts";
-import { run, startDaemon, type Daemon } from "../clients/process.ts";
+import { run } from "../clients/process.ts";
 import {
   FALLBACK_LINE,
   agentPid,
   clientEnv,
+  closedWithin,
+  connectRaw,
   describe,
   eventually,
-  helperBundle,
+  foregroundAgent,
+  frame,
+  hello,
   makeRuntime,
   modulePath,
   readText,
@@ -48,22 +49,6 @@ function runtimeFor(t: { teardown(fn: () => Promise<void> | void): void }): Runt
   return runtime;
 }
 
-/**
- * A system agent in the foreground on `socketPath`, started by the test; resolves once it listens. Node reads
- * NODE_EXTRA_CA_CERTS at start-up only, so the agent gets the emulator's CA in its own environment.
- */
-async function foregroundAgent(socketPath: string, args: string[]): Promise<Daemon> {
-  const daemon = startDaemon(process.execPath, [helperBundle, "agent", "--socket", socketPath, ...args], {
-    env: { PATH: process.env.PATH, HOME: path.dirname(socketPath), NODE_EXTRA_CA_CERTS: vault.emulator.caFile },
-  });
-  const up = await eventually(() => daemon.output().includes(`listening on ${socketPath}`) || daemon.child.exitCode !== null, 30_000);
-  if (!up || daemon.child.exitCode !== null) {
-    await daemon.stop();
-    throw new Error(`the agent did not start:\n${daemon.output()}`);
-  }
-  return daemon;
-}
-
 test.serial("a connection from another user is refused unless --allow-uid lists it", async (t) => {
   // A shared agent's folder is 0755 and its socket 0666, so that the other user can reach it at all.
   const shared = mkdtempSync(path.join(tmpdir(), "akv-agent-shared-"));
@@ -87,7 +72,7 @@ test.serial("a connection from another user is refused unless --allow-uid lists 
       { env, cwd: shared, timeoutMs: 60_000 },
     );
 
-  const refusing = await foregroundAgent(socketPath, ["--allow-uid", String(LISTED_UID)]);
+  const refusing = await foregroundAgent(socketPath, ["--allow-uid", String(LISTED_UID)], vault);
   let stopped = false;
   t.teardown(() => (stopped ? undefined : refusing.stop()));
   const refused = await asOtherUser();
@@ -100,7 +85,7 @@ test.serial("a connection from another user is refused unless --allow-uid lists 
   stopped = true;
   t.false(existsSync(socketPath), "the stopped agent removed its socket");
 
-  const admitting = await foregroundAgent(socketPath, ["--allow-uid", String(OTHER_UID)]);
+  const admitting = await foregroundAgent(socketPath, ["--allow-uid", String(OTHER_UID)], vault);
   t.teardown(() => admitting.stop());
   const admitted = await asOtherUser();
   t.is(admitted.code, 0, `${describe(admitted)}\n--- agent ---\n${admitting.output()}`);
@@ -122,63 +107,6 @@ test.serial("a default agent folder open to other users is refused by the shim; 
   t.false(existsSync(runtime.socketPath), "no agent was started there");
   t.is(agentPid(runtime), undefined);
 });
-
-/** A frame as the shim sends it: u32 length, u32 request id, u32 function id, payload. */
-function frame(id: number, functionId: number, payload: Buffer = Buffer.alloc(0)): Buffer {
-  const header = Buffer.alloc(12);
-  header.writeUInt32LE(8 + payload.length, 0);
-  header.writeUInt32LE(id, 4);
-  header.writeUInt32LE(functionId, 8);
-  return Buffer.concat([header, payload]);
-}
-
-function bytes(value: Buffer): Buffer {
-  const length = Buffer.alloc(4);
-  length.writeUInt32LE(value.length);
-  return Buffer.concat([length, value]);
-}
-
-/** The shim's hello (function 257): the context variables of `env`, then the working folder. */
-function hello(env: NodeJS.ProcessEnv): Buffer {
-  const entries = Object.entries(env).filter(([name, value]) => isContextVariable(name) && value !== undefined);
-  const count = Buffer.alloc(4);
-  count.writeUInt32LE(entries.length);
-  return frame(1, 257, Buffer.concat([count, ...entries.map(([name, value]) => bytes(Buffer.from(`${name}=${value}`))), bytes(Buffer.from("/"))]));
-}
-
-interface RawConnection {
-  socket: net.Socket;
-  /** Replies received so far, as [request id, rv]. */
-  replies: Array<[number, bigint]>;
-  closed: Promise<boolean>;
-  isClosed(): boolean;
-}
-
-async function connectRaw(socketPath: string): Promise<RawConnection> {
-  const socket = net.connect(socketPath);
-  socket.on("error", () => {
-    // The agent may reset a connection it drops; 'close' follows.
-  });
-  await once(socket, "connect");
-  const replies: Array<[number, bigint]> = [];
-  let buffered = Buffer.alloc(0);
-  socket.on("data", (chunk: Buffer) => {
-    buffered = Buffer.concat([buffered, chunk]);
-    while (buffered.length >= 4 && buffered.length >= 4 + buffered.readUInt32LE(0)) {
-      const length = buffered.readUInt32LE(0);
-      replies.push([buffered.readUInt32LE(4), buffered.readBigUInt64LE(8)]);
-      buffered = buffered.subarray(4 + length);
-    }
-  });
-  let closed = false;
-  const closedPromise = new Promise<boolean>((resolve) => socket.once("close", () => resolve((closed = true))));
-  return { socket, replies, closed: closedPromise, isClosed: () => closed };
-}
-
-/** Resolves true once the agent closed the connection, false when it is still open after `ms` (hang detector). */
-function closedWithin(connection: RawConnection, ms: number): Promise<boolean> {
-  return Promise.race([connection.closed, new Promise<boolean>((resolve) => setTimeout(() => resolve(false), ms).unref())]);
-}
 
 test.serial("malformed frames close only the connection that sent them", async (t) => {
   const runtime = runtimeFor(t);

@@ -3,11 +3,14 @@
 // find, count and stop the agents a test started. Every signature is verified with node:crypto against the
 // vault's JWK.
 import { verify } from "node:crypto";
+import { once } from "node:events";
 import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { modulePath, repoRoot, startModuleFixture, type FixtureKey, type ModuleFixture } from "../module/harness.ts";
-import { describe, run, type RunResult } from "../clients/process.ts";
+import { isContextVariable } from "../../src/agent/context-key.ts";
+import { modulePath, repoRoot, requestsSince, startModuleFixture, type FixtureKey, type ModuleFixture } from "../module/harness.ts";
+import { describe, run, startDaemon, type Daemon, type RunResult } from "../clients/process.ts";
 
 export { describe, modulePath, repoRoot };
 export type { FixtureKey, ModuleFixture, RunResult };
@@ -66,6 +69,19 @@ export function clientEnv(vault: ModuleFixture, runtime: Runtime | undefined, ex
     else env[name] = value;
   }
   return env;
+}
+
+export interface Seen {
+  requests: Record<string, number>;
+  tokens: number;
+}
+
+/** What `action` made the emulator `on` do: data-plane requests by operation, and tokens issued. */
+export async function seenDuring<T>(on: ModuleFixture, action: () => Promise<T>): Promise<{ value: T; seen: Seen }> {
+  const requests = await on.emulator.requestCounts();
+  const tokens = await on.emulator.tokensIssued();
+  const value = await action();
+  return { value, seen: { requests: requestsSince(requests, await on.emulator.requestCounts()), tokens: (await on.emulator.tokensIssued()) - tokens } };
 }
 
 let serial = 0;
@@ -181,4 +197,85 @@ export async function stopAgents(runtime: Runtime, socketPath = runtime.socketPa
     }
   }
   await eventually(() => alive.every((pid) => !isAgentProcess(pid, socketPath)), 35_000);
+}
+
+/**
+ * An agent in the foreground on `socketPath`, started by the test (its exit status and output are the test's);
+ * resolves once it listens. Node reads NODE_EXTRA_CA_CERTS at start-up only, so the agent gets the vault's CA in
+ * its own environment.
+ */
+export async function foregroundAgent(socketPath: string, args: string[], vault: ModuleFixture, extraEnv: Record<string, string> = {}): Promise<Daemon> {
+  const daemon = startDaemon(process.execPath, [helperBundle, "agent", "--socket", socketPath, ...args], {
+    env: { PATH: process.env.PATH, HOME: path.dirname(socketPath), NODE_EXTRA_CA_CERTS: vault.emulator.caFile, ...extraEnv },
+  });
+  const up = await eventually(() => daemon.output().includes(`listening on ${socketPath}`) || daemon.child.exitCode !== null, 30_000);
+  if (!up || daemon.child.exitCode !== null) {
+    await daemon.stop();
+    throw new Error(`the agent did not start:\n${daemon.output()}`);
+  }
+  return daemon;
+}
+
+/** Until the daemon has exited; false after `ms` (hang detector). */
+export function exitedWithin(daemon: Daemon, ms: number): Promise<boolean> {
+  return eventually(() => daemon.child.exitCode !== null || daemon.child.signalCode !== null, ms);
+}
+
+// ---- The agent protocol by hand (docs/protocol.md), for connections no shim would make ----------------------
+
+/** A frame as the shim sends it: u32 length, u32 request id, u32 function id, payload. */
+export function frame(id: number, functionId: number, payload: Buffer = Buffer.alloc(0)): Buffer {
+  const header = Buffer.alloc(12);
+  header.writeUInt32LE(8 + payload.length, 0);
+  header.writeUInt32LE(id, 4);
+  header.writeUInt32LE(functionId, 8);
+  return Buffer.concat([header, payload]);
+}
+
+function bytes(value: Buffer): Buffer {
+  const length = Buffer.alloc(4);
+  length.writeUInt32LE(value.length);
+  return Buffer.concat([length, value]);
+}
+
+/** The shim's hello (function 257): the context variables of `env`, then the working folder. */
+export function hello(env: NodeJS.ProcessEnv): Buffer {
+  const entries = Object.entries(env).filter(([name, value]) => isContextVariable(name) && value !== undefined);
+  const count = Buffer.alloc(4);
+  count.writeUInt32LE(entries.length);
+  return frame(1, 257, Buffer.concat([count, ...entries.map(([name, value]) => bytes(Buffer.from(`${name}=${value}`))), bytes(Buffer.from("/"))]));
+}
+
+export interface RawConnection {
+  socket: net.Socket;
+  /** Replies received so far, as [request id, rv]. */
+  replies: Array<[number, bigint]>;
+  closed: Promise<boolean>;
+  isClosed(): boolean;
+}
+
+export async function connectRaw(socketPath: string): Promise<RawConnection> {
+  const socket = net.connect(socketPath);
+  socket.on("error", () => {
+    // The agent may reset a connection it drops; 'close' follows.
+  });
+  await once(socket, "connect");
+  const replies: Array<[number, bigint]> = [];
+  let buffered = Buffer.alloc(0);
+  socket.on("data", (chunk: Buffer) => {
+    buffered = Buffer.concat([buffered, chunk]);
+    while (buffered.length >= 4 && buffered.length >= 4 + buffered.readUInt32LE(0)) {
+      const length = buffered.readUInt32LE(0);
+      replies.push([buffered.readUInt32LE(4), buffered.readBigUInt64LE(8)]);
+      buffered = buffered.subarray(4 + length);
+    }
+  });
+  let closed = false;
+  const closedPromise = new Promise<boolean>((resolve) => socket.once("close", () => resolve((closed = true))));
+  return { socket, replies, closed: closedPromise, isClosed: () => closed };
+}
+
+/** Resolves true once the agent closed the connection, false when it is still open after `ms` (hang detector). */
+export function closedWithin(connection: RawConnection, ms: number): Promise<boolean> {
+  return Promise.race([connection.closed, new Promise<boolean>((resolve) => setTimeout(() => resolve(false), ms).unref())]);
 }

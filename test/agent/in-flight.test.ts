@@ -5,13 +5,13 @@
 import test from "ava";
 import { existsSync } from "node:fs";
 import pkcs11js from "pkcs11js";
-import { privateKeyOf, rvOfAsync, type Handle } from "../module/harness.ts";
-import { startDaemon } from "../clients/process.ts";
+import { privateKeyOf, rvOf, rvOfAsync, type Handle } from "../module/harness.ts";
 import {
   FALLBACK_LINE,
   agentPid,
   eventually,
-  helperBundle,
+  exitedWithin,
+  foregroundAgent,
   isAgentProcess,
   makeRuntime,
   readText,
@@ -71,12 +71,9 @@ function orHang<T>(promise: Promise<T>, ms: number): Promise<T | "hung"> {
 
 test.serial("SIGTERM with a sign in flight: the sign completes, the agent exits 0 and removes its socket", async (t) => {
   const runtime = useRuntime(t);
-  // The agent in the foreground, so that its exit status is ours to see; Node reads NODE_EXTRA_CA_CERTS at start-up.
-  const agent = startDaemon(process.execPath, [helperBundle, "agent", "--socket", runtime.socketPath], {
-    env: { PATH: process.env.PATH, NODE_EXTRA_CA_CERTS: vault.emulator.caFile },
-  });
+  // The agent in the foreground, so that its exit status is ours to see.
+  const agent = await foregroundAgent(runtime.socketPath, [], vault);
   t.teardown(() => agent.stop());
-  t.true(await eventually(() => agent.output().includes("listening on"), 30_000), agent.output());
 
   const { pkcs11 } = vault;
   pkcs11.C_Initialize();
@@ -95,9 +92,10 @@ test.serial("SIGTERM with a sign in flight: the sign completes, the agent exits 
   if (signature === "hung") return t.fail("the sign in flight never completed");
   if (signature instanceof Error) return t.fail(`the sign in flight failed: ${signature.message}\n${agent.output()}`);
   t.true(verifyEcdsa(vault.key("ec-key"), data, signature), "the sign in flight completed with a valid signature");
-  t.true(await eventually(() => agent.child.exitCode !== null || agent.child.signalCode !== null, 35_000), agent.output());
+  t.true(await exitedWithin(agent, 35_000), agent.output());
   t.is(agent.child.exitCode, 0, agent.output());
   t.false(existsSync(runtime.socketPath), "its socket is gone");
+  t.false(existsSync(runtime.pidFile), "its pid file is gone");
   t.regex(agent.output(), /stopping \(SIGTERM\)/);
 });
 
@@ -133,4 +131,35 @@ test.serial("SIGKILL with signs in flight: they fail with CKR_DEVICE_ERROR; the 
   t.not(secondPid, firstPid, "a new agent serves it");
   for (const signer of signers) t.is(pkcs11.C_GetSessionInfo(signer.session).slotID.length > 0, true, "every session is still open");
   t.notRegex(readText(runtime.logFile), FALLBACK_LINE);
+});
+
+test.serial("a call the shim gives up on closes its connection; the next call reconnects to the same agent, same session", async (t) => {
+  // Read by the shim at C_Initialize.
+  process.env.AZURE_KEYVAULT_PKCS11_CALL_TIMEOUT_MS = "1500";
+  t.teardown(() => {
+    delete process.env.AZURE_KEYVAULT_PKCS11_CALL_TIMEOUT_MS;
+  });
+  const runtime = useRuntime(t);
+  const { pkcs11 } = vault;
+  pkcs11.C_Initialize();
+  const { session, key } = openSigningSession();
+  const pid = agentPid(runtime);
+  if (pid === undefined || !isAgentProcess(pid, runtime.socketPath)) return t.fail("C_Initialize started no agent");
+
+  // A frozen agent answers nothing (the vault's own deadline would otherwise answer first).
+  process.kill(pid, "SIGSTOP");
+  try {
+    t.is(rvOf(() => pkcs11.C_SignInit(session, MECHANISM, key)), pkcs11js.CKR_DEVICE_ERROR, "the call past its deadline fails");
+  } finally {
+    process.kill(pid, "SIGCONT");
+  }
+  // The application was told C_SignInit failed: no operation may be active on the reconnected session.
+  t.is(rvOf(() => pkcs11.C_Sign(session, Buffer.from("x"), Buffer.alloc(132))), pkcs11js.CKR_OPERATION_NOT_INITIALIZED);
+  const data = Buffer.from("signed after a timed-out call");
+  pkcs11.C_SignInit(session, MECHANISM, key);
+  const signature = pkcs11.C_Sign(session, data, Buffer.alloc(132));
+  t.true(verifyEcdsa(vault.key("ec-key"), data, signature), "the next call's signature verifies");
+  t.is(agentPid(runtime), pid, "the same agent");
+  t.true(isAgentProcess(pid, runtime.socketPath), "which is still running");
+  t.notRegex(readText(runtime.logFile), /listening on[^]*listening on/, "no second agent was started");
 });

@@ -8,12 +8,17 @@ import {
   agentPid,
   agentProcesses,
   clientEnv,
+  connectRaw,
   describe,
   eventually,
+  exitedWithin,
+  foregroundAgent,
+  hello,
   isAgentProcess,
   listeningPids,
   makeRuntime,
   readText,
+  seenDuring,
   startVault,
   stopAgents,
   toolSign,
@@ -80,4 +85,36 @@ test("64 clients at once with no agent running start exactly one agent, and ever
   const pid = agentPid(runtime);
   t.deepEqual(agentProcesses(runtime.socketPath), pid === undefined ? [] : [pid], "one agent process, the one in agent.pid");
   t.deepEqual(listeningPids(log, runtime.socketPath), pid === undefined ? [] : [pid]);
+});
+
+test("a context without connections for the idle time is ended while the agent stays up for another one", async (t) => {
+  const runtime = runtimeFor(t);
+  // In the foreground, with debug lines, which name each context that ends.
+  const agent = await foregroundAgent(runtime.socketPath, ["--idle-seconds", "1"], vault, { AZURE_KEYVAULT_PKCS11_DEBUG: "1" });
+  t.teardown(() => agent.stop());
+  // A connection of another context keeps the agent itself from idling out.
+  const holder = await connectRaw(runtime.socketPath);
+  t.teardown(() => holder.socket.destroy());
+  holder.socket.write(hello(clientEnv(vault, runtime, { AZURE_KEYVAULT_PKCS11_TIMEOUT_MS: "45000" })));
+  t.true(await eventually(() => holder.replies.length === 1, 10_000), "the holder's hello is answered");
+
+  const env = clientEnv(vault, runtime);
+  const key = vault.key("ec-key");
+  const first = await seenDuring(vault, () => toolSign(key, env));
+  t.is(first.value.result.code, 0, describe(first.value.result));
+  t.true(first.value.verified);
+  t.true(first.seen.tokens >= 1, JSON.stringify(first.seen));
+  const ended = /context [0-9a-f]{12} idle for 1 s; ending it/;
+  t.true(await eventually(() => ended.test(agent.output()), 20_000), `the client's context did not end:\n${agent.output()}`);
+  t.is(agent.child.exitCode, null, "the agent stays for the holder");
+  t.false(holder.isClosed());
+
+  const second = await seenDuring(vault, () => toolSign(key, env));
+  t.is(second.value.result.code, 0, describe(second.value.result));
+  t.true(second.value.verified);
+  t.true(second.seen.tokens >= 1 && (second.seen.requests["get-key"] ?? 0) >= 1, `a new context: ${JSON.stringify(second.seen)}`);
+
+  holder.socket.destroy();
+  t.true(await exitedWithin(agent, 30_000), `the agent did not exit once idle:\n${agent.output()}`);
+  t.is(agent.child.exitCode, 0, agent.output());
 });

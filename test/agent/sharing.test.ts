@@ -7,7 +7,6 @@ import test from "ava";
 import { existsSync, writeFileSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import path from "node:path";
-import { requestsSince } from "../module/harness.ts";
 import {
   FALLBACK_LINE,
   agentPid,
@@ -17,6 +16,7 @@ import {
   makeRuntime,
   modulePath,
   readText,
+  seenDuring,
   startVault,
   stopAgents,
   toolSign,
@@ -41,19 +41,6 @@ function runtimeFor(t: { teardown(fn: () => Promise<void> | void): void }): Runt
     runtime.remove();
   });
   return runtime;
-}
-
-interface Seen {
-  requests: Record<string, number>;
-  tokens: number;
-}
-
-/** What `action` made the emulator `on` do: data-plane requests by operation, and tokens issued. */
-async function seenDuring<T>(on: ModuleFixture, action: () => Promise<T>): Promise<{ value: T; seen: Seen }> {
-  const requests = await on.emulator.requestCounts();
-  const tokens = await on.emulator.tokensIssued();
-  const value = await action();
-  return { value, seen: { requests: requestsSince(requests, await on.emulator.requestCounts()), tokens: (await on.emulator.tokensIssued()) - tokens } };
 }
 
 test.serial("two processes share one agent: the second makes exactly one request, the sign", async (t) => {
