@@ -4,7 +4,7 @@
 // host's stderr, and "agent": false in config.json keeps a process on a private helper unless the environment
 // says otherwise. Clients are pkcs11-tool processes; signatures are verified against the vault's JWK.
 import test from "ava";
-import { existsSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import path from "node:path";
 import {
@@ -200,4 +200,38 @@ test.serial('"agent": false in config.json keeps a process on a private helper, 
   t.regex(forced.result.stderr, /connected to the agent at /, describe(forced.result));
   t.true(existsSync(runtime.socketPath), "the agent listens");
   t.truthy(agentPid(runtime));
+});
+
+test.serial('an agent whose context config says "agent": false declines the hello: a private helper, no fallback line', async (t) => {
+  const runtime = runtimeFor(t);
+  // The shim's small scanner does not decode the escape, so it connects; the agent's JSON parser reads "agent".
+  const config = path.join(vault.dir, "config-escaped-agent.json");
+  writeFileSync(config, `{"\\u0061gent": false, "slots": [{"key_name": "ec-key", "label": "ec-key", "vault_url": "${vault.emulator.url}"}]}`);
+  const signed = await toolSign(vault.key("ec-key"), clientEnv(vault, runtime, { AZURE_KEYVAULT_PKCS11_CONFIG: config, AZURE_KEYVAULT_PKCS11_DEBUG: "1" }));
+  t.is(signed.result.code, 0, describe(signed.result));
+  t.true(signed.verified);
+  t.regex(signed.result.stderr, /the config says "agent": false; using a private helper/, describe(signed.result));
+  t.notRegex(signed.result.stderr, FALLBACK_LINE);
+  t.notRegex(signed.result.stderr, /connected to the agent at/);
+  t.regex(signed.result.stderr, /started the helper/, "a private helper signed");
+  t.true(existsSync(runtime.socketPath), "the agent it asked is there");
+});
+
+test.serial("a relative AZURE_KEYVAULT_PKCS11_CONFIG is found from each host's working folder", async (t) => {
+  const runtime = runtimeFor(t);
+  const key = vault.key("ec-key");
+  const folders = ["a", "b"].map((name) => {
+    const folder = path.join(vault.dir, `cwd-${name}`);
+    mkdirSync(folder, { recursive: true });
+    writeFileSync(path.join(folder, "config.json"), JSON.stringify({ slots: [{ key_name: "ec-key", label: `token-${name}`, vault_url: vault.emulator.url }] }));
+    return { folder, tokenLabel: `token-${name}` };
+  });
+  const env = clientEnv(vault, runtime, { AZURE_KEYVAULT_PKCS11_CONFIG: "config.json" });
+  for (const { folder, tokenLabel } of [...folders, ...folders]) {
+    const signed = await toolSign(key, env, { cwd: folder, tokenLabel });
+    t.is(signed.result.code, 0, `in ${folder}: ${describe(signed.result)}`);
+    t.true(signed.verified, `in ${folder}`);
+    t.notRegex(signed.result.stderr, FALLBACK_LINE);
+  }
+  t.is(listeningPids(readText(runtime.logFile), runtime.socketPath).length, 1, "one agent served both folders");
 });
