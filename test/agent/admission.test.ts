@@ -17,15 +17,13 @@ import {
   foregroundAgent,
   frame,
   hello,
-  makeRuntime,
   modulePath,
   readText,
+  runtimeFor,
   startVault,
-  stopAgents,
   toolSign,
   verifyEcdsa,
   type ModuleFixture,
-  type Runtime,
 } from "./fixture.ts";
 
 const OTHER_UID = 65534;
@@ -39,15 +37,6 @@ test.before(async () => {
 test.after.always(async () => {
   await vault?.close();
 });
-
-function runtimeFor(t: { teardown(fn: () => Promise<void> | void): void }): Runtime {
-  const runtime = makeRuntime();
-  t.teardown(async () => {
-    await stopAgents(runtime);
-    runtime.remove();
-  });
-  return runtime;
-}
 
 test.serial("a connection from another user is refused unless --allow-uid lists it", async (t) => {
   // A shared agent's folder is 0755 and its socket 0666, so that the other user can reach it at all.

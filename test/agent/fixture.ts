@@ -12,10 +12,10 @@ import { isContextVariable } from "../../src/agent/context-key.ts";
 import { modulePath, repoRoot, requestsSince, startModuleFixture, type FixtureKey, type ModuleFixture } from "../module/harness.ts";
 import { describe, run, startDaemon, type Daemon, type RunResult } from "../clients/process.ts";
 
-export { describe, modulePath, repoRoot };
-export type { FixtureKey, ModuleFixture, RunResult };
+export { describe, modulePath };
+export type { ModuleFixture };
 
-export const helperBundle = path.join(repoRoot, "build", "helper.cjs");
+const helperBundle = path.join(repoRoot, "build", "helper.cjs");
 /** The one line the shim writes when it cannot use the agent (the contract in docs: exactly this form). */
 export const FALLBACK_LINE = /^AZURE_KEYVAULT: cannot use the agent at (\S+): .*; using a private helper$/m;
 
@@ -41,6 +41,16 @@ export function makeRuntime(): Runtime {
     logFile: path.join(agentDir, "agent.log"),
     remove: () => rmSync(dir, { recursive: true, force: true }),
   };
+}
+
+/** A fresh runtime folder whose agents are stopped and which is removed when the test ends. */
+export function runtimeFor(t: { teardown(fn: () => Promise<void> | void): void }): Runtime {
+  const runtime = makeRuntime();
+  t.teardown(async () => {
+    await stopAgents(runtime);
+    runtime.remove();
+  });
+  return runtime;
 }
 
 /** The vault: an emulator, a config.json naming its keys as tokens (label = key name), the keys' JWKs. */
@@ -169,7 +179,7 @@ export function agentProcesses(socketPath: string): number[] {
     .filter((pid) => isAgentProcess(pid, socketPath) && !cmdline(pid)!.includes("--detach"));
 }
 
-export async function sleep(ms: number): Promise<void> {
+async function sleep(ms: number): Promise<void> {
   await new Promise((resolve) => setTimeout(resolve, ms));
 }
 

@@ -12,11 +12,10 @@ import {
   clientEnv,
   describe,
   listeningPids,
-  makeRuntime,
   modulePath,
   readText,
+  runtimeFor,
   startVault,
-  stopAgents,
   verifyEcdsa,
   type ModuleFixture,
 } from "./fixture.ts";
@@ -32,11 +31,7 @@ test.after.always(async () => {
 });
 
 test("a forked child initialises its own connection to the agent; parent and child signatures verify", async (t) => {
-  const runtime = makeRuntime();
-  t.teardown(async () => {
-    await stopAgents(runtime);
-    runtime.remove();
-  });
+  const runtime = runtimeFor(t);
   const host = compileDriver(hostSource);
   // Debug lines show each C_Initialize's connection ("connected to the agent") and any private helper.
   const result = await run(host, [modulePath], { env: clientEnv(vault, runtime, { AZURE_KEYVAULT_PKCS11_DEBUG: "1" }) });

@@ -69,7 +69,7 @@ function orHang<T>(promise: Promise<T>, ms: number): Promise<T | "hung"> {
   return Promise.race([promise, new Promise<"hung">((resolve) => setTimeout(() => resolve("hung"), ms).unref())]);
 }
 
-test.serial("SIGTERM with a sign in flight: the sign completes, the agent exits 0 and removes its socket", async (t) => {
+test.serial("SIGTERM with a sign in flight: the sign completes, the agent exits 0 and removes its socket and pid file", async (t) => {
   const runtime = useRuntime(t);
   // The agent in the foreground, so that its exit status is ours to see.
   const agent = await foregroundAgent(runtime.socketPath, [], vault);

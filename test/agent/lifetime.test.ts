@@ -16,14 +16,12 @@ import {
   hello,
   isAgentProcess,
   listeningPids,
-  makeRuntime,
   readText,
+  runtimeFor,
   seenDuring,
   startVault,
-  stopAgents,
   toolSign,
   type ModuleFixture,
-  type Runtime,
 } from "./fixture.ts";
 
 let vault: ModuleFixture;
@@ -33,15 +31,6 @@ test.before(async () => {
 test.after.always(async () => {
   await vault?.close();
 });
-
-function runtimeFor(t: { teardown(fn: () => Promise<void> | void): void }): Runtime {
-  const runtime = makeRuntime();
-  t.teardown(async () => {
-    await stopAgents(runtime);
-    runtime.remove();
-  });
-  return runtime;
-}
 
 test("an idle agent exits and removes its socket and pid file; the next client starts a new one", async (t) => {
   const runtime = runtimeFor(t);

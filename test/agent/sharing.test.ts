@@ -13,15 +13,13 @@ import {
   clientEnv,
   describe,
   listeningPids,
-  makeRuntime,
   modulePath,
   readText,
+  runtimeFor,
   seenDuring,
   startVault,
-  stopAgents,
   toolSign,
   type ModuleFixture,
-  type Runtime,
 } from "./fixture.ts";
 import { run } from "../clients/process.ts";
 
@@ -32,16 +30,6 @@ test.before(async () => {
 test.after.always(async () => {
   await vault?.close();
 });
-
-/** A fresh runtime folder whose agents are stopped when the test ends. */
-function runtimeFor(t: { teardown(fn: () => Promise<void> | void): void }): Runtime {
-  const runtime = makeRuntime();
-  t.teardown(async () => {
-    await stopAgents(runtime);
-    runtime.remove();
-  });
-  return runtime;
-}
 
 test.serial("two processes share one agent: the second makes exactly one request, the sign", async (t) => {
   const runtime = runtimeFor(t);
