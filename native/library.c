@@ -230,8 +230,12 @@ static CK_RV replace_helper(struct link *dead) {
     return CKR_DEVICE_ERROR;
   }
   failed_starts = 0;
-  log_error("%s was replaced by %s; open sessions and login state were restored, active operations are lost",
-            link_peer(dead), link_peer(fresh));
+  if (link_pid(dead) == 0 && link_pid(fresh) == 0) {
+    log_error("reconnected to the agent; open sessions and login state were restored, active operations are lost");
+  } else {
+    log_error("%s was replaced by %s; open sessions and login state were restored, active operations are lost",
+              link_peer(dead), link_peer(fresh));
+  }
 
   pthread_mutex_lock(&state_mu);
   current = fresh;

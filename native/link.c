@@ -414,8 +414,8 @@ CK_RV link_call(struct link *link, struct wbuf *request, const char *function, u
   pthread_mutex_lock(&link->mu);
   if (send_failed && !link->dead) {
     /* A partial frame would desynchronise the stream: the link is unusable from here on. */
-    if (sent == 0 && link->answered && !link->closing) {
-      log_debug("%s: %s is gone (%s); starting a new one", function, link->peer,
+    if (sent == 0 && link->answered) {
+      log_debug("%s: %s is gone (%s)", function, link->peer,
                 strerror(errno));
     } else {
       log_error("%s: cannot send to the helper: %s", function, strerror(errno));

@@ -38,7 +38,7 @@ test.after.always(async () => {
   await vault?.close();
 });
 
-test.serial("a connection from another user is refused unless --allow-uid lists it", async (t) => {
+test.serial("a connection from another user is refused unless --allow-uid lists it, and a listed one is served with the agent's own config", async (t) => {
   // A shared agent's folder is 0755 and its socket 0666, so that the other user can reach it at all.
   const shared = mkdtempSync(path.join(tmpdir(), "akv-agent-shared-"));
   chmodSync(shared, 0o755);
@@ -48,7 +48,7 @@ test.serial("a connection from another user is refused unless --allow-uid lists 
   const message = Buffer.from("signed for another user");
   const input = path.join(shared, "message");
   writeFileSync(input, message, { mode: 0o644 });
-  const env = {
+  const env: NodeJS.ProcessEnv = {
     ...clientEnv(vault, undefined, { AZURE_KEYVAULT_PKCS11_AGENT: "1", AZURE_KEYVAULT_PKCS11_AGENT_SOCKET: socketPath }),
     HOME: shared,
   };
@@ -74,8 +74,11 @@ test.serial("a connection from another user is refused unless --allow-uid lists 
   stopped = true;
   t.false(existsSync(socketPath), "the stopped agent removed its socket");
 
-  const admitting = await foregroundAgent(socketPath, ["--allow-uid", String(OTHER_UID)], vault);
+  // A listed user is served with the agent's own environment and config, never with files its own names.
+  const agentEnv = Object.fromEntries(Object.entries(env).filter((entry): entry is [string, string] => entry[1] !== undefined && /^(AZURE_|IDENTITY_)/.test(entry[0])));
+  const admitting = await foregroundAgent(socketPath, ["--allow-uid", String(OTHER_UID)], vault, agentEnv);
   t.teardown(() => admitting.stop());
+  env.AZURE_KEYVAULT_PKCS11_CONFIG = "/nonexistent/config-of-another-user.json";
   const admitted = await asOtherUser();
   t.is(admitted.code, 0, `${describe(admitted)}\n--- agent ---\n${admitting.output()}`);
   t.notRegex(admitted.stderr, FALLBACK_LINE);
