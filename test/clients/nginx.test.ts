@@ -50,12 +50,17 @@ function hostNameOf(key: ClientKey): string {
   return cn;
 }
 
-async function startNginx(key: ClientKey, port: number): Promise<{ daemon: Daemon; errorLog: string }> {
+/** `debugWorkers`: the workers' modules and helpers log every call too (to the error log: nginx points stderr at it). */
+async function startNginx(key: ClientKey, port: number, options: { debugWorkers?: boolean } = {}): Promise<{ daemon: Daemon; errorLog: string }> {
   const prefix = fixture.file(`nginx-${key.kind}`);
   await fixture.runOk("mkdir", ["-p", path.join(prefix, "logs"), path.join(prefix, "tmp")]);
   await chmod(prefix, 0o755);
   const errorLog = path.join(prefix, "logs", "error.log");
-  const passEnvironment = MODULE_ENVIRONMENT.filter((name) => fixture.env[name] !== undefined).map((name) => `env ${name};`).join("\n");
+  const passEnvironment = [
+    ...MODULE_ENVIRONMENT.filter((name) => fixture.env[name] !== undefined),
+    // startNginx sets it for the master below.
+    ...(options.debugWorkers ? ["AZURE_KEYVAULT_PKCS11_DEBUG"] : []),
+  ].map((name) => `env ${name};`).join("\n");
   const conf = path.join(prefix, "nginx.conf");
   await writeFile(
     conf,
@@ -90,8 +95,8 @@ http {
   );
   // The module's debug lines go to nginx's output, which a failing test prints: a rare "Failed to enumerate slots"
   // from libp11 in the master (seen once in a full CI run, never alone) then shows what the module answered. The
-  // workers do not get it (no `env` line): their output would only bury the master's.
-  const env = { ...fixture.env, OPENSSL_CONF: await fixture.opensslEngineConfig(), AZURE_KEYVAULT_PKCS11_DEBUG: "1" };
+  // workers do not get it (no `env` line) unless `debugWorkers`: their output would only bury the master's.
+  const env: NodeJS.ProcessEnv = { ...fixture.env, OPENSSL_CONF: await fixture.opensslEngineConfig(), AZURE_KEYVAULT_PKCS11_DEBUG: "1" };
   const daemon = startDaemon("nginx", ["-p", prefix, "-c", conf, "-e", errorLog], { env });
   return { daemon, errorLog };
 }
@@ -192,6 +197,8 @@ const MAX_HANDSHAKES = 400;
 const LANES = 2;
 // The functional recovery deadline of issue #9: nginx serves again within this long after the helpers died.
 const RECOVERY_MS = 2_000;
+// Handshakes before the kill, at least.
+const WARM_UP = 10;
 // How many handshakes each worker must serve after the kill before the clients stop.
 const SERVED_AFTER = 5;
 
@@ -202,7 +209,7 @@ for (const kind of respawnKinds) {
   test(`nginx serves again with the same processes after the helpers of its master and workers are killed (${kind})`, async (t) => {
     const key = fixture[kind];
     const port = await freeLoopbackPort();
-    const { daemon, errorLog } = await startNginx(key, port);
+    const { daemon, errorLog } = await startNginx(key, port, { debugWorkers: true });
     const errorLogText = () => readFile(errorLog, "utf8").catch(() => "");
     const errorLogTail = async () => (await errorLogText()).split("\n").slice(-40).join("\n");
     try {
@@ -229,6 +236,7 @@ for (const kind of respawnKinds) {
       const workers = workersOf(table, master);
       t.is(workers.length, 2, describeTree(table, [master]));
       await drive(async () => {
+        if (log.length < WARM_UP) return false;
         table = await processTable();
         return workers.every((worker) => helpersOf(table, worker).length === 1);
       });
@@ -245,6 +253,7 @@ for (const kind of respawnKinds) {
       const clients = drive(() => workers.every((worker) => servedAfterKill(worker) >= SERVED_AFTER));
       await waitFor(() => log.length >= warmUp + 4, 30_000, "handshakes to run");
       killedAt = performance.now();
+      const logAtKill = (await errorLogText()).length;
       await killAndWaitDead([...killed.values()].flat());
       await clients;
 
@@ -257,6 +266,17 @@ for (const kind of respawnKinds) {
       t.log(`${kind}: ${warmUp} handshakes before the kill, ${afterKill.length} after it (${LANES} clients at once), ${failed.length} failed${errors ? ` (${errors})` : ""}`);
       t.log(`the first handshake started after the kill succeeded ${recoveredIn.toFixed(0)} ms after it`);
       t.log(`before the kill:\n${treeBefore}\nafter:\n${describeTree(tableAfter, owners)}`);
+      // What the modules and helpers of nginx answered after the kill (per-call lines "C_Sign -> CKR_OK").
+      const errorText = await errorLogText();
+      const answers = new Map<string, number>();
+      for (const match of errorText.slice(logAtKill).matchAll(/(C_\w+) -> (CKR_\w+)/g)) {
+        const call = `${match[1]} -> ${match[2]}`;
+        answers.set(call, (answers.get(call) ?? 0) + 1);
+      }
+      t.log(`calls answered after the kill: ${[...answers].map(([call, count]) => `${call} x${count}`).join(", ")}`);
+      const moduleLines = errorText.slice(logAtKill).split("\n").filter((line) => /AZURE_KEYVAULT: (?!C_\w+ -> CKR_OK|sign key)/.test(line));
+      t.log(`module and helper lines after the kill (first 15):\n${moduleLines.slice(0, 15).join("\n")}`);
+      t.log(`error.log lines at crit or above after the kill (first 12):\n${errorText.slice(logAtKill).split("\n").filter((line) => /\[(crit|alert|emerg)\]/.test(line)).slice(0, 12).join("\n")}`);
       t.truthy(firstSuccess, `no handshake succeeded after the kill\n${describeTree(tableAfter, owners)}\n--- error.log (end) ---\n${await errorLogTail()}`);
       t.true(recoveredIn <= RECOVERY_MS, `nginx served again only ${recoveredIn.toFixed(0)} ms after the kill`);
       t.true(workers.every((worker) => servedAfterKill(worker) >= SERVED_AFTER), `each worker serves after the kill: ${workers.map((w) => `${w}: ${servedAfterKill(w)}`).join(", ")}`);
@@ -273,9 +293,8 @@ for (const kind of respawnKinds) {
       t.false(helpersOf(tableAfter, master).some((helper) => killed.get(master)?.includes(helper.pid)), "the master's old helper is gone");
       t.log(`the master ${helpersOf(tableAfter, master).length === 0 ? "has no helper until its next PKCS#11 call" : "has a new helper"}`);
       t.deepEqual(owners.flatMap((owner) => childrenOf(tableAfter, owner)).filter(isZombie), [], describeTree(tableAfter, owners));
-      const errorText = await errorLogText();
+      t.false([...answers.keys()].some((call) => /CKR_(SESSION_HANDLE_INVALID|OBJECT_HANDLE_INVALID|KEY_HANDLE_INVALID|USER_NOT_LOGGED_IN)/.test(call)), "sessions and handles survive");
       t.notRegex(errorText, /worker process \d+ exited/, await errorLogTail());
-      t.log(`error.log lines at crit or above:\n${errorText.split("\n").filter((line) => /\[(crit|alert|emerg)\]/.test(line)).slice(0, 10).join("\n")}`);
     } finally {
       await daemon.stop();
     }
