@@ -7,7 +7,7 @@ import { createHash, verify, type KeyObject } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { repoRoot, startClientFixture, type ClientFixture, type ClientKey } from "./harness.ts";
-import { callLines, childrenOf, describeCalls, describeTree, helpersOf, isZombie, killAndWaitDead, parseNssLog, processTable, startLineHost } from "./respawn.ts";
+import { callLines, childrenOf, describeCalls, describeTree, helpersOf, isZombie, killAndWaitDead, parseNssLog, processTable, sessionsAcross, startLineHost } from "./respawn.ts";
 
 // nss-signer.c names the module so; NSS_DEBUG_PKCS11_MODULE selects it for NSS's call log. (OpenSC 0.23's
 // pkcs11-spy crashes in the C_GetInterface call NSS makes, so it cannot be the recorder here.)
@@ -87,6 +87,10 @@ for (const kind of kinds) {
       const afterKill = calls.slice(callsBeforeKill);
       t.log(`NSS (${kind}) calls after the kill:\n${describeCalls(afterKill)}`);
       t.deepEqual(afterKill.filter((call) => call.rv !== "CKR_OK"), [], describeCalls(afterKill));
+      // The sessions open at the kill keep their handles: the host uses them afterwards, and they answer CKR_OK.
+      const sessions = sessionsAcross(calls, callsBeforeKill);
+      t.log(`sessions open at the kill: ${sessions.openAtKill.join(", ")}; used again after it: ${sessions.reused.join(", ")}; opened after it: ${sessions.openedAfter.join(", ") || "none"}`);
+      t.true(sessions.reused.length > 0, `NSS uses a session it opened before the kill`);
       const keyHandles = new Set(calls.filter((call) => call.name === "C_SignInit").map((call) => call.object));
       t.is(keyHandles.size, 1, `NSS signs with the key handle it found before the kill: ${[...keyHandles].join(", ")}`);
       t.log(`helper ${helper?.pid} killed, new helper ${helpersAfter[0]?.pid}; module/helper log lines:\n${callLines(host.stderr()).slice(-12).join("\n")}`);

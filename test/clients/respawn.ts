@@ -228,3 +228,20 @@ export async function slotIdOf(modulePath: string, tokenLabel: string, env: Node
   }
   throw new Error(`no slot holds token ${tokenLabel}:\n${list.stdout}\n${list.stderr}`);
 }
+
+/**
+ * The sessions a host had open when the helper died (opened and not closed in calls[0, killedAt)) and those of them
+ * it used afterwards: a session that works after the respawn kept its handle.
+ */
+export function sessionsAcross(calls: readonly LoggedCall[], killedAt: number): { openAtKill: string[]; reused: string[]; openedAfter: string[] } {
+  const open = new Set<string>();
+  for (const call of calls.slice(0, killedAt)) {
+    if (call.rv !== "CKR_OK" || call.session === undefined) continue;
+    if (call.name === "C_OpenSession") open.add(call.session);
+    if (call.name === "C_CloseSession") open.delete(call.session);
+  }
+  const after = calls.slice(killedAt);
+  const openedAfter = after.filter((call) => call.name === "C_OpenSession" && call.rv === "CKR_OK").map((call) => call.session as string);
+  const usedAfter = new Set(after.filter((call) => call.name !== "C_OpenSession" && call.session !== undefined).map((call) => call.session as string));
+  return { openAtKill: [...open], reused: [...open].filter((session) => usedAfter.has(session)), openedAfter };
+}

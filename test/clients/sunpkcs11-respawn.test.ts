@@ -5,11 +5,10 @@
 // provider and key objects, run on a new helper, and verify against the vault's JWK.
 import test from "ava";
 import { verify } from "node:crypto";
-import { readFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { writeFile } from "node:fs/promises";
 import { repoRoot, startClientFixture, type ClientFixture } from "./harness.ts";
-import { callLines, childrenOf, describeCalls, describeTree, helpersOf, isZombie, killAndWaitDead, parseSpyLog, processTable, slotIdOf, startLineHost } from "./respawn.ts";
+import { callLines, childrenOf, describeCalls, describeTree, helpersOf, isZombie, killAndWaitDead, parseSpyLog, processTable, sessionsAcross, slotIdOf, startLineHost } from "./respawn.ts";
 
 const SPY = "/usr/lib/x86_64-linux-gnu/pkcs11-spy.so";
 const ALGORITHM = { rsa: "SHA256withRSA", ec: "SHA256withECDSA" } as const;
@@ -79,6 +78,10 @@ for (const kind of kinds) {
       const afterKill = calls.slice(callsBeforeKill);
       t.log(`SunPKCS11 (${kind}) calls after the kill:\n${describeCalls(afterKill)}`);
       t.deepEqual(afterKill.filter((call) => call.rv !== "CKR_OK"), [], describeCalls(afterKill));
+      // The sessions open at the kill keep their handles: the host uses them afterwards, and they answer CKR_OK.
+      const sessions = sessionsAcross(calls, callsBeforeKill);
+      t.log(`sessions open at the kill: ${sessions.openAtKill.join(", ")}; used again after it: ${sessions.reused.join(", ")}; opened after it: ${sessions.openedAfter.join(", ") || "none"}`);
+      t.true(sessions.reused.length > 0, `SunPKCS11 uses a session it opened before the kill`);
       const signSessions = new Set(calls.filter((call) => call.name === "C_SignInit").map((call) => `${call.session}/${call.object}`));
       t.log(`C_SignInit (session/key) before and after the kill: ${[...signSessions].join(", ")}`);
       t.log(`helper ${helper?.pid} killed, new helper ${helpersAfter[0]?.pid}; helper log lines:\n${callLines(host.stderr()).slice(-12).join("\n")}`);
