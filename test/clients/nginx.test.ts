@@ -9,7 +9,7 @@ import net from "node:net";
 import path from "node:path";
 import tls from "node:tls";
 import { describe, freeLoopbackPort, run, startClientFixture, startDaemon, waitFor, type ClientFixture, type ClientKey, type Daemon } from "./harness.ts";
-import { childrenOf, describeTree, helpersOf, isZombie, killAndWaitDead, processTable, type ProcessEntry } from "./respawn.ts";
+import { childrenOf, describeTree, helpersOf, isZombie, killAndWaitDead, PRIVATE_HELPER, processTable, type ProcessEntry } from "./respawn.ts";
 
 let fixture: ClientFixture;
 const REQUESTS = 50;
@@ -50,17 +50,16 @@ function hostNameOf(key: ClientKey): string {
   return cn;
 }
 
-/** `debugWorkers`: the workers' modules and helpers log every call too (to the error log: nginx points stderr at it). */
-async function startNginx(key: ClientKey, port: number, options: { debugWorkers?: boolean } = {}): Promise<{ daemon: Daemon; errorLog: string }> {
+/** `workerEnv`: set for the master and passed on to the workers, on top of the fixture's environment. */
+async function startNginx(key: ClientKey, port: number, options: { workerEnv?: Record<string, string> } = {}): Promise<{ daemon: Daemon; errorLog: string }> {
   const prefix = fixture.file(`nginx-${key.kind}`);
   await fixture.runOk("mkdir", ["-p", path.join(prefix, "logs"), path.join(prefix, "tmp")]);
   await chmod(prefix, 0o755);
   const errorLog = path.join(prefix, "logs", "error.log");
-  const passEnvironment = [
-    ...MODULE_ENVIRONMENT.filter((name) => fixture.env[name] !== undefined),
-    // startNginx sets it for the master below.
-    ...(options.debugWorkers ? ["AZURE_KEYVAULT_PKCS11_DEBUG"] : []),
-  ].map((name) => `env ${name};`).join("\n");
+  const workerEnv = options.workerEnv ?? {};
+  const passEnvironment = [...new Set([...MODULE_ENVIRONMENT.filter((name) => fixture.env[name] !== undefined), ...Object.keys(workerEnv)])]
+    .map((name) => `env ${name};`)
+    .join("\n");
   const conf = path.join(prefix, "nginx.conf");
   await writeFile(
     conf,
@@ -95,8 +94,8 @@ http {
   );
   // The module's debug lines go to nginx's output, which a failing test prints: a rare "Failed to enumerate slots"
   // from libp11 in the master (seen once in a full CI run, never alone) then shows what the module answered. The
-  // workers do not get it (no `env` line) unless `debugWorkers`: their output would only bury the master's.
-  const env: NodeJS.ProcessEnv = { ...fixture.env, OPENSSL_CONF: await fixture.opensslEngineConfig(), AZURE_KEYVAULT_PKCS11_DEBUG: "1" };
+  // workers do not get it (no `env` line) unless it is in `workerEnv`: their output would only bury the master's.
+  const env: NodeJS.ProcessEnv = { ...fixture.env, OPENSSL_CONF: await fixture.opensslEngineConfig(), AZURE_KEYVAULT_PKCS11_DEBUG: "1", ...workerEnv };
   const daemon = startDaemon("nginx", ["-p", prefix, "-c", conf, "-e", errorLog], { env });
   return { daemon, errorLog };
 }
@@ -209,7 +208,9 @@ for (const kind of respawnKinds) {
   test(`nginx serves again with the same processes after the helpers of its master and workers are killed (${kind})`, async (t) => {
     const key = fixture[kind];
     const port = await freeLoopbackPort();
-    const { daemon, errorLog } = await startNginx(key, port, { debugWorkers: true });
+    // Each process has its own helper (no shared agent); the workers log every call, to the error log (nginx points
+    // its stderr there), so the test can tell what they were answered after the kill.
+    const { daemon, errorLog } = await startNginx(key, port, { workerEnv: { AZURE_KEYVAULT_PKCS11_DEBUG: "1", ...PRIVATE_HELPER } });
     const errorLogText = () => readFile(errorLog, "utf8").catch(() => "");
     const errorLogTail = async () => (await errorLogText()).split("\n").slice(-40).join("\n");
     try {

@@ -7,7 +7,7 @@ import { createHash, verify, type KeyObject } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { repoRoot, startClientFixture, type ClientFixture, type ClientKey } from "./harness.ts";
-import { callLines, childrenOf, describeCalls, describeTree, helpersOf, isZombie, killAndWaitDead, parseNssLog, processTable, sessionsAcross, startLineHost } from "./respawn.ts";
+import { callLines, childrenOf, describeCalls, describeTree, helpersOf, isZombie, killAndWaitDead, PRIVATE_HELPER, parseNssLog, processTable, sessionsAcross, startLineHost } from "./respawn.ts";
 
 // nss-signer.c names the module so; NSS_DEBUG_PKCS11_MODULE selects it for NSS's call log. (OpenSC 0.23's
 // pkcs11-spy crashes in the C_GetInterface call NSS makes, so it cannot be the recorder here.)
@@ -47,7 +47,7 @@ for (const kind of kinds) {
     const key = fixture[kind];
     const callLog = fixture.file(`nss-calls-${kind}.log`);
     const host = startLineHost(signer, [fixture.modulePath, key.tokenLabel], {
-      env: { ...fixture.env, AZURE_KEYVAULT_PKCS11_DEBUG: "1", NSS_DEBUG_PKCS11_MODULE: NSS_MODULE_NAME, NSPR_LOG_MODULES: "nss_mod_log:4", NSPR_LOG_FILE: callLog },
+      env: { ...fixture.env, ...PRIVATE_HELPER, AZURE_KEYVAULT_PKCS11_DEBUG: "1", NSS_DEBUG_PKCS11_MODULE: NSS_MODULE_NAME, NSPR_LOG_MODULES: "nss_mod_log:4", NSPR_LOG_FILE: callLog },
       cwd: fixture.dir,
     });
     try {

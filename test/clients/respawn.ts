@@ -6,6 +6,9 @@ import { once } from "node:events";
 import { createInterface } from "node:readline";
 import { run } from "./process.ts";
 
+/** The respawn tests are about the host's own helper, so their hosts never use the shared agent (docs/agent.md). */
+export const PRIVATE_HELPER = { AZURE_KEYVAULT_PKCS11_AGENT: "0" } as const;
+
 export interface ProcessEntry {
   pid: number;
   ppid: number;

@@ -8,7 +8,7 @@ import { verify } from "node:crypto";
 import { readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { repoRoot, startClientFixture, type ClientFixture } from "./harness.ts";
-import { callLines, childrenOf, describeCalls, describeTree, helpersOf, isZombie, killAndWaitDead, parseSpyLog, processTable, sessionsAcross, slotIdOf, startLineHost } from "./respawn.ts";
+import { callLines, childrenOf, describeCalls, describeTree, helpersOf, isZombie, killAndWaitDead, PRIVATE_HELPER, parseSpyLog, processTable, sessionsAcross, slotIdOf, startLineHost } from "./respawn.ts";
 
 const SPY = "/usr/lib/x86_64-linux-gnu/pkcs11-spy.so";
 const ALGORITHM = { rsa: "SHA256withRSA", ec: "SHA256withECDSA" } as const;
@@ -37,7 +37,7 @@ for (const kind of kinds) {
     await writeFile(config, `name = akv-respawn-${kind}\nlibrary = ${SPY}\nslot = ${await slotIdOf(fixture.modulePath, key.tokenLabel, fixture.env)}\n`);
     const spyLog = fixture.file(`sunpkcs11-spy-${kind}.log`);
     const host = startLineHost("java", ["-cp", classes, "RespawnSigner", config, key.keyName, ALGORITHM[kind]], {
-      env: { ...fixture.env, AZURE_KEYVAULT_PKCS11_DEBUG: "1", PKCS11SPY: fixture.modulePath, PKCS11SPY_OUTPUT: spyLog },
+      env: { ...fixture.env, ...PRIVATE_HELPER, AZURE_KEYVAULT_PKCS11_DEBUG: "1", PKCS11SPY: fixture.modulePath, PKCS11SPY_OUTPUT: spyLog },
       cwd: fixture.dir,
     });
     try {
