@@ -50,9 +50,16 @@ function hostNameOf(key: ClientKey): string {
   return cn;
 }
 
-/** `workerEnv`: set for the master and passed on to the workers, on top of the fixture's environment. */
-async function startNginx(key: ClientKey, port: number, options: { workerEnv?: Record<string, string> } = {}): Promise<{ daemon: Daemon; errorLog: string }> {
-  const prefix = fixture.file(`nginx-${key.kind}`);
+/**
+ * `workerEnv`: set for the master and passed on to the workers, on top of the fixture's environment.
+ * `name`: the prefix folder (default nginx-<kind>), so that each test has its own error log.
+ */
+async function startNginx(
+  key: ClientKey,
+  port: number,
+  options: { workerEnv?: Record<string, string>; name?: string } = {},
+): Promise<{ daemon: Daemon; errorLog: string; prefix: string }> {
+  const prefix = fixture.file(options.name ?? `nginx-${key.kind}`);
   await fixture.runOk("mkdir", ["-p", path.join(prefix, "logs"), path.join(prefix, "tmp")]);
   await chmod(prefix, 0o755);
   const errorLog = path.join(prefix, "logs", "error.log");
@@ -97,7 +104,7 @@ http {
   // workers do not get it (no `env` line) unless it is in `workerEnv`: their output would only bury the master's.
   const env: NodeJS.ProcessEnv = { ...fixture.env, OPENSSL_CONF: await fixture.opensslEngineConfig(), AZURE_KEYVAULT_PKCS11_DEBUG: "1", ...workerEnv };
   const daemon = startDaemon("nginx", ["-p", prefix, "-c", conf, "-e", errorLog], { env });
-  return { daemon, errorLog };
+  return { daemon, errorLog, prefix };
 }
 
 for (const kind of ["rsa", "ec"] as const) {
@@ -210,7 +217,10 @@ for (const kind of respawnKinds) {
     const port = await freeLoopbackPort();
     // Each process has its own helper (no shared agent); the workers log every call, to the error log (nginx points
     // its stderr there), so the test can tell what they were answered after the kill.
-    const { daemon, errorLog } = await startNginx(key, port, { workerEnv: { AZURE_KEYVAULT_PKCS11_DEBUG: "1", ...PRIVATE_HELPER } });
+    const { daemon, errorLog, prefix } = await startNginx(key, port, {
+      workerEnv: { AZURE_KEYVAULT_PKCS11_DEBUG: "1", ...PRIVATE_HELPER },
+      name: `nginx-respawn-${kind}`,
+    });
     const errorLogText = () => readFile(errorLog, "utf8").catch(() => "");
     const errorLogTail = async () => (await errorLogText()).split("\n").slice(-40).join("\n");
     try {
@@ -284,7 +294,7 @@ for (const kind of respawnKinds) {
 
       // No restart, no reload: the same master and workers, each worker on one new helper, and no zombies.
       t.is(daemon.child.exitCode, null);
-      t.is((await readFile(fixture.file(`nginx-${kind}/nginx.pid`), "utf8")).trim(), String(master));
+      t.is((await readFile(path.join(prefix, "nginx.pid"), "utf8")).trim(), String(master));
       t.deepEqual(workersOf(tableAfter, master), workers, describeTree(tableAfter, owners));
       for (const worker of workers) {
         const helpers = helpersOf(tableAfter, worker);

@@ -7,7 +7,7 @@ import { createHash, verify, type KeyObject } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { repoRoot, startClientFixture, type ClientFixture, type ClientKey } from "./harness.ts";
-import { callLines, childrenOf, describeCalls, describeTree, helpersOf, isZombie, killAndWaitDead, PRIVATE_HELPER, parseNssLog, processTable, sessionsAcross, startLineHost } from "./respawn.ts";
+import { childrenOf, describeCalls, describeTree, helpersOf, isZombie, killAndWaitDead, PRIVATE_HELPER, parseNssLog, processTable, respawnLines, sessionsAcross, startLineHost } from "./respawn.ts";
 
 // nss-signer.c names the module so; NSS_DEBUG_PKCS11_MODULE selects it for NSS's call log. (OpenSC 0.23's
 // pkcs11-spy crashes in the C_GetInterface call NSS makes, so it cannot be the recorder here.)
@@ -68,6 +68,7 @@ for (const kind of kinds) {
       t.truthy(helper, describeTree(table, [host.pid]));
       t.is(others.length, 0, describeTree(table, [host.pid]));
       const callsBeforeKill = parseNssLog(await readFile(callLog, "utf8")).length;
+      const stderrAtKill = host.stderr().length;
       await killAndWaitDead([helper?.pid as number]);
 
       const after = Buffer.from(`NSS ${kind} after the helper died`);
@@ -93,7 +94,7 @@ for (const kind of kinds) {
       t.true(sessions.reused.length > 0, `NSS uses a session it opened before the kill`);
       const keyHandles = new Set(calls.filter((call) => call.name === "C_SignInit").map((call) => call.object));
       t.is(keyHandles.size, 1, `NSS signs with the key handle it found before the kill: ${[...keyHandles].join(", ")}`);
-      t.log(`helper ${helper?.pid} killed, new helper ${helpersAfter[0]?.pid}; module/helper log lines:\n${callLines(host.stderr()).slice(-12).join("\n")}`);
+      t.log(`helper ${helper?.pid} killed, new helper ${helpersAfter[0]?.pid}; the module said:\n${respawnLines(host.stderr().slice(stderrAtKill)).join("\n")}`);
       t.is(await host.stop(), "exit 0", host.stderrTail());
     } finally {
       await host.stop();

@@ -156,9 +156,9 @@ export function startLineHost(file: string, args: readonly string[], options: { 
   };
 }
 
-/** The helper's per-call debug lines (AZURE_KEYVAULT_PKCS11_DEBUG=1) in a host's stderr, e.g. "C_SignInit -> CKR_OK". */
-export function callLines(stderr: string): string[] {
-  return stderr.split("\n").filter((line) => / -> CKR_/.test(line));
+/** The module's lines about its helper and sessions, and every call not answered CKR_OK, from a host's stderr. */
+export function respawnLines(stderr: string): string[] {
+  return stderr.split("\n").filter((line) => /^AZURE_KEYVAULT: .*(helper|session|-> CKR_(?!OK\b))/.test(line));
 }
 
 /** One PKCS#11 call from a call log: its name, the session it used, the object handle it named, what it returned. */

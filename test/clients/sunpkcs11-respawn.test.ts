@@ -8,7 +8,7 @@ import { verify } from "node:crypto";
 import { readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { repoRoot, startClientFixture, type ClientFixture } from "./harness.ts";
-import { callLines, childrenOf, describeCalls, describeTree, helpersOf, isZombie, killAndWaitDead, PRIVATE_HELPER, parseSpyLog, processTable, sessionsAcross, slotIdOf, startLineHost } from "./respawn.ts";
+import { childrenOf, describeCalls, describeTree, helpersOf, isZombie, killAndWaitDead, PRIVATE_HELPER, parseSpyLog, processTable, respawnLines, sessionsAcross, slotIdOf, startLineHost } from "./respawn.ts";
 
 const SPY = "/usr/lib/x86_64-linux-gnu/pkcs11-spy.so";
 const ALGORITHM = { rsa: "SHA256withRSA", ec: "SHA256withECDSA" } as const;
@@ -58,6 +58,7 @@ for (const kind of kinds) {
       t.truthy(helper, describeTree(table, [host.pid]));
       t.is(others.length, 0, describeTree(table, [host.pid]));
       const callsBeforeKill = (await spyCalls()).length;
+      const stderrAtKill = host.stderr().length;
       await killAndWaitDead([helper?.pid as number]);
 
       const after = Buffer.from(`SunPKCS11 ${kind} after the helper died`);
@@ -84,7 +85,7 @@ for (const kind of kinds) {
       t.true(sessions.reused.length > 0, `SunPKCS11 uses a session it opened before the kill`);
       const signSessions = new Set(calls.filter((call) => call.name === "C_SignInit").map((call) => `${call.session}/${call.object}`));
       t.log(`C_SignInit (session/key) before and after the kill: ${[...signSessions].join(", ")}`);
-      t.log(`helper ${helper?.pid} killed, new helper ${helpersAfter[0]?.pid}; helper log lines:\n${callLines(host.stderr()).slice(-12).join("\n")}`);
+      t.log(`helper ${helper?.pid} killed, new helper ${helpersAfter[0]?.pid}; the module said:\n${respawnLines(host.stderr().slice(stderrAtKill)).join("\n")}`);
       t.is(await host.stop(), "exit 0", host.stderrTail());
     } finally {
       await host.stop();
