@@ -212,6 +212,18 @@ static void reap_lost(struct link *link) {
   log_debug("stopped the helper (pid %ld)", (long)link->pid);
 }
 
+/* Caller holds mu. A helper that has exited may still have its socket open for a moment (the kernel closes an
+ * exiting task's files asynchronously), and a request sent then would be lost in flight; asking first costs one
+ * waitpid. A host that reaps its own children makes this answer "no", and the send finds out instead. */
+static int helper_exited(struct link *link) {
+  if (link->pid == 0 || link->reaped) return 0;
+  int status = 0;
+  if (waitpid(link->pid, &status, WNOHANG) != link->pid) return 0;
+  link->reaped = 1;
+  describe_exit(link->pid, status);
+  return 1;
+}
+
 /* Caller holds mu: the link cannot be used any more; wakes every waiter and, unless C_Finalize is closing it,
  * reaps the helper. */
 static void drop_link(struct link *link) {
@@ -375,6 +387,10 @@ CK_RV link_call(struct link *link, struct wbuf *request, const char *function, u
   pthread_cond_init(&w.cv, &link->cv_attr);
 
   pthread_mutex_lock(&link->mu);
+  if (!link->dead && helper_exited(link)) {
+    log_debug("%s has exited; this call starts a new helper", link->peer);
+    drop_link(link);
+  }
   if (link->dead) {
     *unsent = 1;
     pthread_mutex_unlock(&link->mu);

@@ -95,7 +95,7 @@ static int build_attributes(posix_spawnattr_t *attr) {
 }
 
 /* `<node> <helper> extra...` with child_end as fd 3 (or none), the sanitised environment and the attributes above. */
-static int spawn_node(char *const extra[], int child_end, pid_t *pid) {
+static int spawn_node(const char *what, char *const extra[], int child_end, pid_t *pid) {
   const char *node = node_path();
   const char *helper = helper_path();
   char *argv[8];
@@ -119,7 +119,7 @@ static int spawn_node(char *const extra[], int child_end, pid_t *pid) {
   }
   free(env);
   if (rc != 0) {
-    log_error("cannot start `%s %s`: %s (set AZURE_KEYVAULT_PKCS11_NODE to a node executable)", node, helper,
+    log_error("cannot start %s `%s %s`: %s (set AZURE_KEYVAULT_PKCS11_NODE to a node executable)", what, node, helper,
               strerror(rc));
   }
   return rc;
@@ -147,7 +147,7 @@ int spawn_helper(int *fd, pid_t *pid) {
     return -1;
   }
 
-  int rc = spawn_node(NULL, sv[1], pid);
+  int rc = spawn_node("the helper", NULL, sv[1], pid);
   close(sv[1]);
   if (rc != 0) {
     close(sv[0]);
@@ -160,7 +160,7 @@ int spawn_helper(int *fd, pid_t *pid) {
 
 int spawn_agent_launcher(const char *socket_path, pid_t *pid) {
   char *extra[] = {"agent", "--detach", "--socket", (char *)socket_path, NULL};
-  if (spawn_node(extra, -1, pid) != 0) return -1;
+  if (spawn_node("the agent", extra, -1, pid) != 0) return -1;
   log_debug("starting an agent on %s (launcher pid %ld)", socket_path, (long)*pid);
   return 0;
 }

@@ -35,7 +35,8 @@ export class SharedVaultSource implements VaultSource {
     // A bad config throws here for every application, until the file is fixed (which makes a new context).
     let config = loadConfig(process.env);
     config = { ...config, timeoutMs: remoteDeadlineMs(config.timeoutMs, callTimeoutMs) };
-    this.opened = { config, backend: new CachingVaultBackend(createVaultBackend(config, { env: process.env }), this.refreshMs) };
+    const backend = createVaultBackend(config, { env: process.env, explicitTrust: true });
+    this.opened = { config, backend: new CachingVaultBackend(backend, this.refreshMs) };
     return this.opened;
   }
 }

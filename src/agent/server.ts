@@ -1,7 +1,7 @@
 // The agent's main thread: it listens on the Unix socket, admits only its own user (SO_PEERCRED) or the users a
 // system agent lists, reads each connection's hello, and hands the connection to the worker thread of its context
 // (context.ts). It exits after an idle period, and on SIGTERM once the calls in flight are answered.
-import { chmodSync, closeSync, lstatSync, mkdirSync, readFileSync, statSync, unlinkSync, writeFileSync, writeSync } from "node:fs";
+import { chmodSync, closeSync, lstatSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync, writeSync } from "node:fs";
 import { createServer, connect, type Server, type Socket } from "node:net";
 import path from "node:path";
 import { MessageChannel, Worker } from "node:worker_threads";
@@ -107,20 +107,18 @@ export async function runAgent(options: AgentOptions): Promise<number> {
   const workerFile = path.join(__dirname, "helper.cjs");
 
   const server = createServer((socket) => admit(socket));
-  try {
-    await listen(server, options.socketPath);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== "EADDRINUSE") throw error;
-    if (await answers(options.socketPath)) {
-      log.info(`an agent already listens on ${options.socketPath}`);
-      signalReady(options.readyFd);
-      return 0;
-    }
-    // A socket left by an agent that died: nobody answers on it.
-    unlinkSync(options.socketPath);
-    await listen(server, options.socketPath);
+  if (await answers(options.socketPath)) {
+    log.info(`an agent already listens on ${options.socketPath}`);
+    signalReady(options.readyFd);
+    return 0;
   }
-  chmodSync(options.socketPath, shared ? 0o666 : 0o600);
+  // Listen on a name of our own and rename it into place: the rename replaces a socket left by an agent that died
+  // in one step, and the name libuv unlinks when the server closes is never the one a newer agent may own by then.
+  const ownName = `${options.socketPath}.${process.pid}`;
+  rmSync(ownName, { force: true });
+  await listen(server, ownName);
+  chmodSync(ownName, shared ? 0o666 : 0o600);
+  renameSync(ownName, options.socketPath);
   const socketInode = statSync(options.socketPath).ino;
   // For `kill $(cat agent.pid)`, systemd's PIDFile= and the tests; removed with the socket.
   const pidFile = path.join(path.dirname(options.socketPath), AGENT_PID_NAME);
@@ -163,8 +161,11 @@ export async function runAgent(options: AgentOptions): Promise<number> {
   /** Only our own socket and pid file: a newer agent may have replaced them. */
   function removeSocket(): void {
     try {
-      if (statSync(options.socketPath).ino !== socketInode) return;
-      unlinkSync(options.socketPath);
+      if (statSync(options.socketPath).ino === socketInode) unlinkSync(options.socketPath);
+    } catch {
+      // Already gone.
+    }
+    try {
       if (readFileSync(pidFile, "utf8").trim() === String(process.pid)) unlinkSync(pidFile);
     } catch {
       // Already gone.
@@ -200,8 +201,11 @@ export async function runAgent(options: AgentOptions): Promise<number> {
       armIdle();
     };
     socket.once("close", forget);
+    // Another user's process (admitted by a system agent's lists) never chooses the files this agent reads for it:
+    // it is served with the agent's own environment and config.
+    const ownUser = peer.uid === process.getuid!();
     readHello(socket, peer.pid)
-      .then(({ hello, leftover }) => route(socket, id, hello, leftover, forget))
+      .then(({ hello, leftover }) => route(socket, id, ownUser ? hello : { ...hello, env: { ...process.env } as Record<string, string>, cwd: process.cwd() }, leftover, forget))
       .catch((error: unknown) => {
         log.error(`connection from pid ${peer.pid}: ${(error as Error).message}; closing it`);
         socket.destroy();

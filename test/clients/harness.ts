@@ -190,6 +190,15 @@ function baseEnv(dir: string): NodeJS.ProcessEnv {
   return env;
 }
 
+/** A client run; with the agent on, a client that fell back to a private helper is a failure of the run. */
+async function runClient(file: string, args: readonly string[], options: RunOptions): Promise<RunResult> {
+  const result = await run(file, args, options);
+  if (options.env.AZURE_KEYVAULT_PKCS11_AGENT === "1" && /cannot use the agent/.test(result.stderr)) {
+    throw new Error(`${file} did not use the agent:\n${describe(result)}`);
+  }
+  return result;
+}
+
 /** Stops the fixture's agent, if its clients started one (it would otherwise idle out minutes later). */
 async function stopAgent(env: NodeJS.ProcessEnv): Promise<void> {
   if (!env.XDG_RUNTIME_DIR) return;
@@ -322,9 +331,9 @@ export async function startClientFixture(options: ClientFixtureOptions = {}): Pr
     ec: keys.ec,
     keys: [keys.rsa, keys.ec],
     file: (name) => path.join(dir, name),
-    run: (file, args, options) => run(file, args, { env, cwd: dir, ...options }),
+    run: (file, args, options) => runClient(file, args, { env, cwd: dir, ...options }),
     async runOk(file, args, options) {
-      const result = await run(file, args, { env, cwd: dir, ...options });
+      const result = await runClient(file, args, { env, cwd: dir, ...options });
       if (result.code !== 0) throw new Error(describe(result));
       return result;
     },

@@ -43,11 +43,21 @@ function processState(pid: number): string | undefined {
   }
 }
 
-/** Until the killed pid has exited (a zombie, or reaped): only then is the death certain to be seen by a send. */
+/**
+ * Until the killed helper has exited as a whole: its main thread turns zombie before node's other threads are gone,
+ * and only then does the kernel close its socket, so only then is the death certain to be seen by the next call.
+ */
 async function exited(pid: number): Promise<void> {
   for (let i = 0; i < 200; i++) {
     const state = processState(pid);
-    if (state === undefined || state === "Z") return;
+    if (state === undefined) return;
+    let threads = 0;
+    try {
+      threads = Number(/^Threads:\s*(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0);
+    } catch {
+      return;
+    }
+    if (state === "Z" && threads <= 1) return;
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
   throw new Error(`pid ${pid} did not exit`);
