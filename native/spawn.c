@@ -29,22 +29,29 @@ static const char *helper_path(void) {
 
 /* NODE_OPTIONS, NODE_PATH, NODE_CHANNEL_FD, NODE_TLS_REJECT_UNAUTHORIZED and friends would let the host's
  * environment change what the helper runs or how it trusts TLS; NODE_EXTRA_CA_CERTS is part of the documented
- * trust configuration, so it stays. */
+ * trust configuration, so it stays. OPENSSL_CONF and the other OPENSSL_* variables go too: a host configured to load
+ * an OpenSSL provider for every program (pkcs11-provider with this very module, say) must not make node load it,
+ * or the helper's own TLS and hashing would call back into the module. */
 static int keeps_variable(const char *entry) {
+  if (strncmp(entry, "OPENSSL_", 8) == 0) return 0;
   if (strncmp(entry, "NODE_", 5) != 0) return 1;
   return strncmp(entry, "NODE_EXTRA_CA_CERTS=", 20) == 0;
 }
+
+/* Node reads OPENSSL_CONF, or else the system's openssl.cnf, at start: an empty configuration loads no provider. */
+static char no_openssl_config[] = "OPENSSL_CONF=/dev/null";
 
 /* The returned array points into environ; only the array itself is freed. */
 static char **helper_environment(void) {
   size_t n = 0;
   for (char **e = environ; e != NULL && *e != NULL; e++) n++;
-  char **env = calloc(n + 1, sizeof *env);
+  char **env = calloc(n + 2, sizeof *env);
   if (env == NULL) return NULL;
   size_t kept = 0;
   for (size_t i = 0; i < n; i++) {
     if (keeps_variable(environ[i])) env[kept++] = environ[i];
   }
+  env[kept++] = no_openssl_config;
   env[kept] = NULL;
   return env;
 }
