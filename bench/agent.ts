@@ -3,7 +3,8 @@
 //   - the floor: one keep-alive HTTPS sign request after another, straight to the emulator (common.ts);
 //   - cold one-shot `pkcs11-tool --sign` and `pkcs11-tool -L`, a fresh process each, agent and private runs
 //     alternating (agent first in even pairs, private first in odd ones) so that the machine's load hits both;
-//     the agent is started (and its context warmed) by one run before, which is reported as agentStartMs;
+//     the agent is started (and its context warmed) by one run before, which is reported as agentStartMs; after each
+//     -L pair, `pkcs11-tool -L` through an in-process module shows what the client costs on its own;
 //   - a batch of `osslsigncode sign` runs (one process per file, through the libp11 engine), in alternating
 //     blocks of 10 files, and the total of each way's wall times;
 //   - memory: CLIENTS concurrent C hosts (bench/sign-driver.c with SIGN_DRIVER_HOLD=1: initialize, sign, keep the
@@ -35,6 +36,11 @@ const FLOOR_SECONDS = Number(process.env.BENCH_AGENT_FLOOR_SECONDS ?? 3);
 const LATENCIES = (process.env.BENCH_AGENT_LATENCIES ?? "0,20").split(",").map(Number);
 
 const libp11Engine = "/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so";
+/**
+ * An in-process module with one token (p11-kit's trust store): `pkcs11-tool -L` through it is what the client costs
+ * on its own (start, dynamic linking, OpenSSL), and an upper bound of it as it also parses the CA bundle.
+ */
+const inProcessModule = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-trust.so";
 /** A real PE (the one test/clients/osslsigncode.test.ts signs), 1 MB: hashing it is part of each run, both ways. */
 const unsignedPe = "/usr/lib/shim/shimx64.efi";
 const keyUri = "pkcs11:token=bench-ec;object=bench-ec;type=private";
@@ -177,11 +183,17 @@ async function benchAgentAtLatency(binary: string, latencyMs: number): Promise<R
       if (!/token label\s*:\s*bench-ec/.test(result.stdout)) throw new Error(`pkcs11-tool -L (${way.name}) shows no bench-ec token:\n${result.stdout}`);
       return result.ms;
     };
-    /** RUNS pairs, alternating which way goes first. */
-    const alternate = async (once: (way: Way) => Promise<number>): Promise<{ agent: number[]; private: number[] }> => {
-      const runs = { agent: [] as number[], private: [] as number[] };
+    const listInProcess = async (): Promise<number> => {
+      const result = await timed("pkcs11-tool", ["--module", inProcessModule, "-L"], base, dir);
+      if (result.code !== 0) throw new Error(`pkcs11-tool -L with ${inProcessModule} exited with ${result.code}:\n${result.stderr}`);
+      return result.ms;
+    };
+    /** RUNS pairs, alternating which way goes first; `also` runs after each pair. */
+    const alternate = async (once: (way: Way) => Promise<number>, also?: () => Promise<number>) => {
+      const runs = { agent: [] as number[], private: [] as number[], also: [] as number[] };
       for (let i = 0; i < RUNS; i++) {
         for (const way of i % 2 === 0 ? [agent, priv] : [priv, agent]) runs[way.name].push(await once(way));
+        if (also) runs.also.push(await also());
       }
       return runs;
     };
@@ -198,7 +210,7 @@ async function benchAgentAtLatency(binary: string, latencyMs: number): Promise<R
 
     const floorMs = await measureFloor(ready, token, "bench-ec", FLOOR_SECONDS, 1);
     const sign = await alternate(signOnce);
-    const list = await alternate(listOnce);
+    const list = await alternate(listOnce, existsSync(inProcessModule) ? listInProcess : undefined);
 
     // The batch: BATCH files each way, in alternating blocks of BLOCK.
     const batchMs = { agent: 0, private: 0 };
@@ -241,7 +253,7 @@ async function benchAgentAtLatency(binary: string, latencyMs: number): Promise<R
       spawnTrueMs: fixed(median(spawnRuns), 2),
       agentStartMs: fixed(agentStartMs),
       sign: { agent: stats(sign.agent), private: stats(sign.private) },
-      list: { agent: stats(list.agent), private: stats(list.private) },
+      list: { agent: stats(list.agent), private: stats(list.private), ...(list.also.length > 0 ? { inProcessModule: stats(list.also) } : {}) },
       batch: {
         files: signed,
         agentTotalS: fixed(batchMs.agent / 1000, 2),
@@ -279,8 +291,8 @@ async function benchAgentAtLatency(binary: string, latencyMs: number): Promise<R
 async function measureMemory(binary: string, agent: Way, priv: Way, agentPid: number, anomalies: Anomalies, dir: string) {
   const digestHex = createHash("sha256").update("memory").digest("hex");
   const agentIdleKiB = vmRssKiB(agentPid);
-  const hold = async <T>(way: Way, measure: (hosts: number[]) => T): Promise<T> => {
-    const hosts = Array.from({ length: CLIENTS }, () =>
+  const hold = async <T>(way: Way, count: number, measure: (hosts: number[]) => T | Promise<T>): Promise<T> => {
+    const hosts = Array.from({ length: count }, () =>
       spawn(binary, [modulePath, "bench-ec", "ecdsa", "0", "0", digestHex], {
         env: { ...way.env, SIGN_DRIVER_HOLD: "1" },
         cwd: dir,
@@ -312,7 +324,7 @@ async function measureMemory(binary: string, agent: Way, priv: Way, agentPid: nu
             }),
         ),
       );
-      return measure(hosts.map((h) => h.pid!));
+      return await measure(hosts.map((h) => h.pid!));
     } finally {
       await Promise.all(
         hosts.map(async (host) => {
@@ -322,13 +334,18 @@ async function measureMemory(binary: string, agent: Way, priv: Way, agentPid: nu
       );
     }
   };
-  const withAgent = await hold(agent, (hosts) => ({
-    rssKiB: vmRssKiB(agentPid),
-    threads: threadsOf(agentPid),
+  // A second context (any different AZURE_* value makes one), while the CLIENTS hosts hold theirs: what one more
+  // distinct environment costs the agent.
+  const otherContext: Way = { name: "agent", env: { ...agent.env, AZURE_BENCH_CONTEXT: "second" } };
+  const withAgent = await hold(agent, CLIENTS, async (hosts) => {
+    const rssKiB = vmRssKiB(agentPid);
+    const threads = threadsOf(agentPid);
     // A host with its own helper would show it as a child; through the agent there must be none.
-    hostsWithAChild: hosts.filter((pid) => childrenOf(pid).length > 0).length,
-  }));
-  const helpers = await hold(priv, (hosts) => hosts.flatMap(childrenOf).map(vmRssKiB));
+    const hostsWithAChild = hosts.filter((pid) => childrenOf(pid).length > 0).length;
+    const twoContexts = await hold(otherContext, 1, () => ({ rssKiB: vmRssKiB(agentPid), threads: threadsOf(agentPid) }));
+    return { rssKiB, threads, hostsWithAChild, twoContexts };
+  });
+  const helpers = await hold(priv, CLIENTS, (hosts) => hosts.flatMap(childrenOf).map(vmRssKiB));
   if (helpers.length !== CLIENTS) throw new Error(`expected ${CLIENTS} private helpers, found ${helpers.length}`);
   const oneHelperKiB = median(helpers);
   return {
@@ -337,6 +354,8 @@ async function measureMemory(binary: string, agent: Way, priv: Way, agentPid: nu
     agentRssKiB: withAgent.rssKiB,
     agentThreads: withAgent.threads,
     agentHostsWithOwnHelper: withAgent.hostsWithAChild,
+    agentTwoContextsRssKiB: withAgent.twoContexts.rssKiB,
+    agentTwoContextsThreads: withAgent.twoContexts.threads,
     privateHelperRssKiB: oneHelperKiB,
     privateHelpersTotalKiB: helpers.reduce((a, b) => a + b, 0),
     ratio: fixed(withAgent.rssKiB / oneHelperKiB, 3),
@@ -375,9 +394,9 @@ export function printAgentSummary(results: Array<Record<string, unknown>>): void
     spawnTrueMs: number;
     agentStartMs: number;
     sign: Record<"agent" | "private", { medianMs: number; p90Ms: number }>;
-    list: Record<"agent" | "private", { medianMs: number; p90Ms: number }>;
+    list: Record<"agent" | "private", { medianMs: number; p90Ms: number }> & { inProcessModule?: { medianMs: number; p90Ms: number } };
     batch: { files: Record<string, number>; agentTotalS: number; privateTotalS: number; ratio: number };
-    memory: { clients: number; agentRssKiB: number; agentIdleRssKiB: number; agentThreads: number; privateHelperRssKiB: number; privateHelpersTotalKiB: number; ratio: number };
+    memory: { clients: number; agentRssKiB: number; agentIdleRssKiB: number; agentThreads: number; agentTwoContextsRssKiB: number; agentTwoContextsThreads: number; privateHelperRssKiB: number; privateHelpersTotalKiB: number; ratio: number };
     targets: { oneShotMarginMs: number; oneShotP90MarginMs: number; batchRatio: number; memoryRatio: number };
     checks: { verifiedSignatures: number; agentFallbacks: number; agentRestarted: boolean; unexpectedAgentLog: string[] };
   };
@@ -391,9 +410,11 @@ export function printAgentSummary(results: Array<Record<string, unknown>>): void
   ];
   const header = ["", ...rs.flatMap((r) => [`${r.latencyMs} ms: agent`, `${r.latencyMs} ms: private`])];
   const lines = [header, ...rows.map(([label, a, p]) => [label, ...rs.flatMap((r) => [a(r), p(r)])])];
+  lines.push([`RSS, + 1 host in a second context`, ...rs.flatMap((r) => [`${mib(r.memory.agentTwoContextsRssKiB)} (${r.memory.agentTwoContextsThreads} threads)`, ""])]);
   lines.push(["vault round trip (floor)", ...rs.flatMap((r) => [`${r.floorMs} ms`, ""])]);
   lines.push(["agent start (first run)", ...rs.flatMap((r) => [`${r.agentStartMs} ms`, ""])]);
   lines.push(["spawn of /bin/true", ...rs.flatMap((r) => [`${r.spawnTrueMs} ms`, ""])]);
+  lines.push(["pkcs11-tool -L, in-process p11-kit-trust", ...rs.flatMap((r) => [r.list.inProcessModule ? `${r.list.inProcessModule.medianMs} / ${r.list.inProcessModule.p90Ms} ms` : "n/a", ""])]);
   const widths = header.map((_, i) => Math.max(...lines.map((l) => l[i]!.length)));
   process.stdout.write(`\nshared agent vs private helpers\n${lines.map((l) => l.map((c, i) => c.padEnd(widths[i]!)).join(" | ")).join("\n")}\n`);
   for (const r of rs) {
