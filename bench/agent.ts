@@ -169,7 +169,8 @@ async function benchAgentAtLatency(binary: string, latencyMs: number): Promise<R
     const signOnce = async (way: Way): Promise<number> => {
       const sig = path.join(dir, `${way.name}.sig`);
       rmSync(sig, { force: true });
-      const result = await timed("pkcs11-tool", ["--module", modulePath, "--sign", "-m", "ECDSA", "--label", "bench-ec", "-i", digestFile, "-o", sig], way.env, dir);
+      const args = ["--module", modulePath, "--sign", "-m", "ECDSA", "--label", "bench-ec", "-i", digestFile, "-o", sig];
+      const result = await timed("pkcs11-tool", args, way.env, dir);
       anomalies.check(way, "pkcs11-tool --sign", result);
       if (!verify("sha256", message, { key: publicKey, dsaEncoding: "ieee-p1363" }, readFileSync(sig))) {
         throw new Error(`pkcs11-tool --sign (${way.name}): the signature does not verify against the vault's public key`);
@@ -180,7 +181,9 @@ async function benchAgentAtLatency(binary: string, latencyMs: number): Promise<R
     const listOnce = async (way: Way): Promise<number> => {
       const result = await timed("pkcs11-tool", ["--module", modulePath, "-L"], way.env, dir);
       anomalies.check(way, "pkcs11-tool -L", result);
-      if (!/token label\s*:\s*bench-ec/.test(result.stdout)) throw new Error(`pkcs11-tool -L (${way.name}) shows no bench-ec token:\n${result.stdout}`);
+      if (!/token label\s*:\s*bench-ec/.test(result.stdout)) {
+        throw new Error(`pkcs11-tool -L (${way.name}) shows no bench-ec token:\n${result.stdout}`);
+      }
       return result.ms;
     };
     const listInProcess = async (): Promise<number> => {
@@ -206,6 +209,9 @@ async function benchAgentAtLatency(binary: string, latencyMs: number): Promise<R
     // for the private path the same way.
     const agentStartMs = await signOnce(agent);
     await signOnce(priv);
+    if (!existsSync(path.join(agentDir, "agent.pid"))) {
+      throw new Error(`the first agent run started no agent (${anomalies.fallbacks} fallbacks): ${anomalies.lines.join("; ")}`);
+    }
     const agentPid = Number(readFileSync(path.join(agentDir, "agent.pid"), "utf8").trim());
 
     const floorMs = await measureFloor(ready, token, "bench-ec", FLOOR_SECONDS, 1);
@@ -221,7 +227,8 @@ async function benchAgentAtLatency(binary: string, latencyMs: number): Promise<R
           const out = path.join(dir, `${way.name}-${i}.efi`);
           const result = await timed(
             "osslsigncode",
-            ["sign", "-pkcs11engine", libp11Engine, "-pkcs11module", modulePath, "-certs", certificate, "-key", keyUri, "-h", "sha256", "-in", unsignedPe, "-out", out],
+            ["sign", "-pkcs11engine", libp11Engine, "-pkcs11module", modulePath, "-certs", certificate, "-key", keyUri,
+              "-h", "sha256", "-in", unsignedPe, "-out", out],
             way.env,
             dir,
           );
