@@ -5,6 +5,7 @@
 //     alternating (agent first in even pairs, private first in odd ones) so that the machine's load hits both;
 //     the agent is started (and its context warmed) by one run before, which is reported as agentStartMs; after each
 //     -L pair, `pkcs11-tool -L` through an in-process module shows what the client costs on its own;
+//   - one warm call that needs nothing remote (C_GetSessionInfo, bench/sign-driver.c round-trip), each way;
 //   - a batch of `osslsigncode sign` runs (one process per file, through the libp11 engine), in alternating
 //     blocks of 10 files, and the total of each way's wall times;
 //   - memory: CLIENTS concurrent C hosts (bench/sign-driver.c with SIGN_DRIVER_HOLD=1: initialize, sign, keep the
@@ -23,7 +24,7 @@ import { createHash, createPublicKey, verify } from "node:crypto";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { certificatePemOf, getToken, jwkOf, measureFloor, median, modulePath, percentile, root, startEmulator } from "./common.ts";
+import { certificatePemOf, getToken, jwkOf, measureFloor, median, modulePath, percentile, root, run, startEmulator } from "./common.ts";
 
 /** Pairs of one-shot runs (agent + private) per command and latency. */
 const RUNS = Number(process.env.BENCH_AGENT_RUNS ?? 20);
@@ -249,6 +250,20 @@ async function benchAgentAtLatency(binary: string, latencyMs: number): Promise<R
 
     const memory = await measureMemory(binary, agent, priv, agentPid, anomalies, dir);
 
+    // One warm call with nothing remote (C_GetSessionInfo), for 1 s per run: the agent's extra hop through its main
+    // thread shows here, with nothing else around it. After the memory figures, as tens of thousands of calls a
+    // second grow the agent's heap; its RSS afterwards is reported on its own.
+    const roundTrip = { agent: [] as number[], private: [] as number[] };
+    for (let i = 0; i < 3; i++) {
+      for (const way of i % 2 === 0 ? [agent, priv] : [priv, agent]) {
+        const argv = [modulePath, "bench-ec", "round-trip", "1", "1", createHash("sha256").update("round trip").digest("hex")];
+        const { stdout, stderr } = await run(binary, argv, { env: way.env, cwd: dir, timeout: 60_000 });
+        anomalies.check(way, "sign-driver round-trip", { ms: 0, code: 0, stdout, stderr });
+        roundTrip[way.name].push((JSON.parse(stdout) as { meanLatencyMs: number }).meanLatencyMs);
+      }
+    }
+    const agentRssAfterCallsKiB = vmRssKiB(agentPid);
+
     const agentPidAfter = Number(readFileSync(path.join(agentDir, "agent.pid"), "utf8").trim());
     const agentLog = readFileSync(path.join(agentDir, "agent.log"), "utf8").trim().split("\n").filter((l) => l.length > 0);
     const unexpectedLog = agentLog.filter((l) => !/^AZURE_KEYVAULT: agent \d+ listening on /.test(l));
@@ -261,6 +276,8 @@ async function benchAgentAtLatency(binary: string, latencyMs: number): Promise<R
       agentStartMs: fixed(agentStartMs),
       sign: { agent: stats(sign.agent), private: stats(sign.private) },
       list: { agent: stats(list.agent), private: stats(list.private), ...(list.also.length > 0 ? { inProcessModule: stats(list.also) } : {}) },
+      callRoundTripMs: { agent: fixed(median(roundTrip.agent), 4), private: fixed(median(roundTrip.private), 4) },
+      agentRssAfterCallsKiB,
       batch: {
         files: signed,
         agentTotalS: fixed(batchMs.agent / 1000, 2),
@@ -402,6 +419,8 @@ export function printAgentSummary(results: Array<Record<string, unknown>>): void
     agentStartMs: number;
     sign: Record<"agent" | "private", { medianMs: number; p90Ms: number }>;
     list: Record<"agent" | "private", { medianMs: number; p90Ms: number }> & { inProcessModule?: { medianMs: number; p90Ms: number } };
+    callRoundTripMs: Record<"agent" | "private", number>;
+    agentRssAfterCallsKiB: number;
     batch: { files: Record<string, number>; agentTotalS: number; privateTotalS: number; ratio: number };
     memory: { clients: number; agentRssKiB: number; agentIdleRssKiB: number; agentThreads: number; agentTwoContextsRssKiB: number; agentTwoContextsThreads: number; privateHelperRssKiB: number; privateHelpersTotalKiB: number; ratio: number };
     targets: { oneShotMarginMs: number; oneShotP90MarginMs: number; batchRatio: number; memoryRatio: number };
@@ -412,12 +431,14 @@ export function printAgentSummary(results: Array<Record<string, unknown>>): void
   const rows: Array<[string, (r: Result) => string, (r: Result) => string]> = [
     ["pkcs11-tool --sign, median / p90", (r) => `${r.sign.agent.medianMs} / ${r.sign.agent.p90Ms} ms`, (r) => `${r.sign.private.medianMs} / ${r.sign.private.p90Ms} ms`],
     ["pkcs11-tool -L, median / p90", (r) => `${r.list.agent.medianMs} / ${r.list.agent.p90Ms} ms`, (r) => `${r.list.private.medianMs} / ${r.list.private.p90Ms} ms`],
+    ["one warm call (C_GetSessionInfo)", (r) => `${r.callRoundTripMs.agent} ms`, (r) => `${r.callRoundTripMs.private} ms`],
     [`osslsigncode sign x${rs[0]?.batch.files["agent"]}, total`, (r) => `${r.batch.agentTotalS} s`, (r) => `${r.batch.privateTotalS} s`],
     [`RSS with ${rs[0]?.memory.clients} hosts holding a session`, (r) => `${mib(r.memory.agentRssKiB)} (1 process, ${r.memory.agentThreads} threads)`, (r) => `${mib(r.memory.privateHelperRssKiB)} each, ${mib(r.memory.privateHelpersTotalKiB)} total`],
   ];
   const header = ["", ...rs.flatMap((r) => [`${r.latencyMs} ms: agent`, `${r.latencyMs} ms: private`])];
   const lines = [header, ...rows.map(([label, a, p]) => [label, ...rs.flatMap((r) => [a(r), p(r)])])];
   lines.push([`RSS, + 1 host in a second context`, ...rs.flatMap((r) => [`${mib(r.memory.agentTwoContextsRssKiB)} (${r.memory.agentTwoContextsThreads} threads)`, ""])]);
+  lines.push(["RSS after the 1 s call runs", ...rs.flatMap((r) => [mib(r.agentRssAfterCallsKiB), ""])]);
   lines.push(["vault round trip (floor)", ...rs.flatMap((r) => [`${r.floorMs} ms`, ""])]);
   lines.push(["agent start (first run)", ...rs.flatMap((r) => [`${r.agentStartMs} ms`, ""])]);
   lines.push(["spawn of /bin/true", ...rs.flatMap((r) => [`${r.spawnTrueMs} ms`, ""])]);
