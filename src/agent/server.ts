@@ -13,7 +13,7 @@ import { CKR } from "../pkcs11/constants.ts";
 import { loadConfig } from "../config/load.ts";
 import { bridgeSocket } from "./bridge.ts";
 import { contextIdentity, type ContextIdentity } from "./context-key.ts";
-import type { ContextMessage, ContextReport, ContextWorkerData } from "./context.ts";
+import { ContextConnections, type ContextMessage, type ContextReport, type ContextWorkerData } from "./context.ts";
 import { AGENT_PID_NAME } from "./paths.ts";
 import { peerCredentials } from "./peercred.ts";
 
@@ -99,12 +99,18 @@ export async function runAgent(options: AgentOptions): Promise<number> {
   const shared = options.allowUids.size > 0 || options.allowGids.size > 0;
   prepareFolder(options.socketPath, shared);
   const contexts = new Map<string, Context>();
+  const refusals = new Map<string, boolean>();
   let nextConnection = 1;
   let connectionCount = 0;
   let idleTimer: NodeJS.Timeout | undefined;
   let stopping = false;
   const idleMs = options.idleSeconds * 1000;
   const workerFile = path.join(__dirname, "helper.cjs");
+  // The context of the environment the agent itself runs with (that of the process that started it, or of its unit).
+  const home = {
+    identity: contextIdentity(Object.fromEntries(Object.entries(process.env).filter((entry): entry is [string, string] => entry[1] !== undefined)), process.cwd()),
+    connections: new ContextConnections(options.refreshSeconds ? options.refreshSeconds * 1000 : undefined),
+  };
 
   const server = createServer((socket) => admit(socket));
   if (await answers(options.socketPath)) {
@@ -145,13 +151,14 @@ export async function runAgent(options: AgentOptions): Promise<number> {
     log.info(`agent ${process.pid} stopping (${why}); answering the calls in flight first`);
     server.close();
     removeSocket();
-    const drains = [...contexts.values()].map(
+    const drains: Array<Promise<void>> = [new Promise<void>((resolve) => home.connections.drain(resolve))];
+    drains.push(...[...contexts.values()].map(
       (context) =>
         new Promise<void>((resolve) => {
           context.drained = resolve;
           context.worker.postMessage({ type: "drain" } satisfies ContextMessage);
         }),
-    );
+    ));
     const deadline = new Promise<void>((resolve) => setTimeout(resolve, DRAIN_DEADLINE_MS).unref());
     await Promise.race([Promise.all(drains), deadline]);
     await Promise.all([...contexts.values()].map((context) => context.worker.terminate()));
@@ -214,14 +221,19 @@ export async function runAgent(options: AgentOptions): Promise<number> {
 
   function route(socket: Socket, id: number, hello: Hello, leftover: Buffer, forget: () => void): void {
     const identity = contextIdentity(hello.env, hello.cwd);
-    let context = contexts.get(identity.key);
-    if (!context) {
-      if (configRefusesAgent(identity)) {
-        socket.end(sealReply(replyWriter(), hello.id, CKR.FUNCTION_NOT_SUPPORTED));
-        return;
-      }
-      context = startContext(identity);
+    if (refusesAgent(identity)) {
+      socket.end(sealReply(replyWriter(), hello.id, CKR.FUNCTION_NOT_SUPPORTED));
+      return;
     }
+    if (identity.key === home.identity.key) {
+      // The agent's own environment: served on this thread, with no hop to a worker and no worker to pay for.
+      socket.write(sealReply(replyWriter(), hello.id, CKR.OK));
+      if (leftover.length > 0) socket.unshift(leftover);
+      home.connections.add(id, socket, forget);
+      socket.resume();
+      return;
+    }
+    const context = contexts.get(identity.key) ?? startContext(identity);
     clearTimeout(context.idleTimer);
     context.connections.add(id);
     socket.write(sealReply(replyWriter(), hello.id, CKR.OK));
@@ -233,6 +245,17 @@ export async function runAgent(options: AgentOptions): Promise<number> {
       forget();
       if (owner.connections.size === 0 && idleMs > 0) owner.idleTimer = setTimeout(() => endContext(owner), idleMs);
     });
+  }
+
+  /** Asked once per context: whether its config says `"agent": false`. */
+  function refusesAgent(identity: ContextIdentity): boolean {
+    let refuses = refusals.get(identity.key);
+    if (refuses === undefined) {
+      refuses = configRefusesAgent(identity);
+      if (refusals.size >= 1000) refusals.clear();
+      refusals.set(identity.key, refuses);
+    }
+    return refuses;
   }
 
   function startContext(identity: ContextIdentity): Context {

@@ -97,7 +97,11 @@ export function serve(socket: Duplex, module = new Pkcs11Module(), options: Serv
     }
   }
 
-  const sendLine = (line: string): void => send(logFrame(line));
+  const sendLine = (line: string): boolean => {
+    if (finished || socket.destroyed) return false;
+    socket.write(logFrame(line));
+    return true;
+  };
   const track = (frame: RequestFrame): void => {
     inFlight++;
     void answer(frame).finally(() => {

@@ -34,10 +34,13 @@ export function redact(text: string): string {
  * Where the lines of the call being served go instead of this process's stderr: an agent sends them to the host
  * process that made the call, whose stderr a private helper would have shared (src/helper/serve.ts).
  */
-const lineSink = new AsyncLocalStorage<(line: string) => void>();
+const lineSink = new AsyncLocalStorage<(line: string) => boolean>();
 
-/** Runs `task` with its log lines, and those of everything it starts, going to `sink`. */
-export function withLogSink<T>(sink: (line: string) => void, task: () => T): T {
+/**
+ * Runs `task` with its log lines, and those of everything it starts, going to `sink`; a sink that returns false
+ * (its connection is gone, but a timer started during a call still logs) leaves the line to this process's stderr.
+ */
+export function withLogSink<T>(sink: (line: string) => boolean, task: () => T): T {
   return lineSink.run(sink, task);
 }
 
@@ -45,8 +48,7 @@ function write(level: string, message: string): void {
   const line = `${PREFIX}: ${level}${redact(message)}\n`;
   const sink = lineSink.getStore();
   try {
-    if (sink) sink(line);
-    else process.stderr.write(line);
+    if (!sink?.(line)) process.stderr.write(line);
   } catch {
     // A closed stderr or connection must never take the helper down.
   }
