@@ -70,6 +70,9 @@ export async function checkSlot(slot: ResolvedSlot, index: number, backend: Vaul
         `check key_name${slot.keyVersion ? " and key_version" : ""} of slots[${index}] (the vault's keys: \`az keyvault key list --id ${slot.vaultUrl}\`), or create the key`,
         label,
       );
+    } else if (error instanceof VaultError && error.kind === "forbidden" && /disabled/i.test(error.message)) {
+      // Key Vault refuses even to read a disabled key.
+      report.fail("key state", `${where} is disabled: ${error.message}`, `enable it: az keyvault key set-attributes --vault-name <vault> --name ${slot.keyName} --enabled true`, label);
     } else if (error instanceof VaultError && error.kind === "forbidden") {
       report.fail("key", `the vault refused to read ${where}: ${error.message}`, RBAC_FIX("keys/get", slot.vaultUrl), label);
     } else {
@@ -131,7 +134,7 @@ async function checkSign(key: VaultKey, material: KeyMaterial, backend: VaultBac
           : /not permitted|key_ops|KeyOperationForbidden/i.test(reason) || error.code === "KeyOperationForbidden"
             ? "add sign to the key's key_ops (see key_ops)"
             : RBAC_FIX("keys/sign", key.vaultUrl);
-      report.fail("sign", `the vault refused to sign (403) with ${key.name}: ${reason}`, fix, label);
+      report.fail("sign", `the vault refused a test signature with ${key.name} (403): ${reason}`, fix, label);
     } else {
       report.fail("sign", `a test signature with ${probe.algorithm} failed: ${describeFailure(error)}`, genericFix(error, key.vaultUrl), label);
     }
