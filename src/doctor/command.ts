@@ -92,7 +92,7 @@ async function checkVaults(env: NodeJS.ProcessEnv, config: ModuleConfig, report:
     }
     for (const [index, slot] of slots.entries()) {
       if (!probes.get(slot.vaultUrl)?.reachable) continue;
-      await checkSlot(slot, index, backend, report);
+      await checkSlot(slot, configured ? index : undefined, backend, report);
     }
   } finally {
     await backend.close();

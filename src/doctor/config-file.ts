@@ -5,10 +5,15 @@ import { ENVIRONMENT, configHome, findConfigFile, loadConfig } from "../config/l
 import { ConfigError, type ModuleConfig } from "../config/types.ts";
 import type { Report } from "./report.ts";
 
+/** The paths findConfigFile tries, in its order: the variable, when set, is the only one. */
+function defaultPaths(env: NodeJS.ProcessEnv): string[] {
+  return [path.join(configHome(env), "azure-keyvault-pkcs11", "config.json"), "/etc/azure-keyvault-pkcs11/config.json"];
+}
+
 function searchOrder(env: NodeJS.ProcessEnv): string[] {
   const explicit = env.AZURE_KEYVAULT_PKCS11_CONFIG;
   if (explicit) return [`${path.resolve(explicit)} (AZURE_KEYVAULT_PKCS11_CONFIG)`];
-  return [path.join(configHome(env), "azure-keyvault-pkcs11", "config.json"), "/etc/azure-keyvault-pkcs11/config.json"];
+  return defaultPaths(env);
 }
 
 function configFix(error: ConfigError): string {
@@ -32,7 +37,9 @@ export function checkConfig(env: NodeJS.ProcessEnv, report: Report): ModuleConfi
   if (source === null) {
     report.ok("config file", `none found (searched ${order.join(", ")}): slots come from AZURE_KEYVAULT_URL`);
   } else {
-    const why = env.AZURE_KEYVAULT_PKCS11_CONFIG ? "named by AZURE_KEYVAULT_PKCS11_CONFIG" : `the first that exists of ${order.join(", ")}`;
+    const why = env.AZURE_KEYVAULT_PKCS11_CONFIG
+      ? `named by AZURE_KEYVAULT_PKCS11_CONFIG, which replaces the search of ${defaultPaths(env).join(", ")}`
+      : `the first that exists of ${order.join(", ")}`;
     report.ok("config file", `${source} (${why})`);
   }
   let config: ModuleConfig;

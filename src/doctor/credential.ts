@@ -60,26 +60,46 @@ export async function checkCredential(env: NodeJS.ProcessEnv, config: ModuleConf
   }
 
   let chosen: string | undefined;
+  let stoppedAt: string | undefined;
+  let brokenFile: string | undefined;
   for (const line of chainLines(captured)) {
     let match: RegExpExecArray | null;
     if (line === "credential: AZURE_CLI_ACCESS_TOKEN is not set") {
       report.ok("credential link", "AZURE_CLI_ACCESS_TOKEN: not set, skipped");
     } else if ((match = /^credential: (.+?) unavailable: (.*)$/.exec(line))) {
-      const searched = match[1] === "azureauth.json" ? ` (searched ${authFileCandidates(env).join(", ")})` : "";
-      report.ok("credential link", `${match[1]}: not available, skipped: ${match[2]}${searched}`);
+      const [, name, reason] = match as unknown as [string, string, string];
+      if (name === "AZURE_CLI_ACCESS_TOKEN") {
+        // Set on purpose and silently passed over: worth knowing even when a later link works.
+        report.warn("credential link", `AZURE_CLI_ACCESS_TOKEN: set but not usable, skipped: ${reason}`, "unset AZURE_CLI_ACCESS_TOKEN, or put a fresh token in it (`az account get-access-token --resource https://vault.azure.net`)");
+      } else {
+        const searched = name === "azureauth.json" ? ` (searched ${authFileCandidates(env).join(", ")})` : "";
+        report.ok("credential link", `${name}: not available, skipped: ${reason}${searched}`);
+      }
     } else if ((match = /^credential: using (.+)$/.exec(line))) {
       chosen = match[1];
       report.ok("credential link", `${chosen}: chosen`);
     } else if ((match = /^credential: (.+?) failed: (.*)$/.exec(line))) {
+      stoppedAt = match[1];
       report.fail("credential link", `${match[1]}: failed, and the chain stops here: ${match[2]}`, `fix this credential (the message says what is wrong) or remove it so that the chain goes on to the next one`);
     } else if (line.startsWith("credentials file ")) {
-      report.fail("credential link", `azureauth.json: ${line.slice("credentials file ".length)}`, "fix the file (JSON with tenant, appId and password, as `az ad sp create-for-rbac` writes it) or remove it");
+      brokenFile = line.slice("credentials file ".length);
     }
+  }
+  // A broken azureauth.json is reported where the chain reaches it; one behind the chosen link is only a warning.
+  if (brokenFile !== undefined && stoppedAt === undefined) {
+    report.warn("credential link", `azureauth.json: ${brokenFile}; not used, since an earlier link was chosen`, "fix the file (JSON with tenant, appId and password, as `az ad sp create-for-rbac` writes it) or remove it");
   }
 
   if (!token) {
     // A chain that ran out of links has said why for each one above.
-    const message = failure instanceof CredentialChainError ? "no credential link could get one (see the credential links above)" : failure instanceof Error ? failure.message : "the credential returned no token";
+    const message =
+      failure instanceof CredentialChainError
+        ? "no credential link could get one (see the credential links above)"
+        : stoppedAt !== undefined
+          ? `the chain stopped at ${stoppedAt} (see above)`
+          : failure instanceof Error
+            ? failure.message
+            : "the credential returned no token";
     report.fail("credential", `no token for ${scope}: ${message}`, CREDENTIAL_FIX);
     return undefined;
   }

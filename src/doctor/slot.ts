@@ -11,6 +11,11 @@ import type { Report } from "./report.ts";
 const RBAC_FIX = (what: string, vaultUrl: string): string =>
   `grant the module's identity ${what} on ${vaultUrl}: the "Key Vault Crypto User" role (RBAC vaults), the keys get and sign permissions (access policies), or a Managed HSM local role with them`;
 
+/** Where the user edits this slot: its entry in config.json, or one to add for a key of a listed vault. */
+function entry(index: number | undefined, slot: ResolvedSlot): string {
+  return index === undefined ? `a slot for '${slot.keyName}' in config.json` : `slots[${index}]`;
+}
+
 function describeFailure(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
@@ -56,7 +61,11 @@ function keyDescription(key: VaultKey, material: KeyMaterial): string {
   return `${key.kid} (${key.kty} ${material.kind === "RSA" ? `${material.keyBits} bits` : key.crv})`;
 }
 
-export async function checkSlot(slot: ResolvedSlot, index: number, backend: VaultBackend, report: Report): Promise<void> {
+/**
+ * `index` is the slot's place in config.json's slots, or undefined for a token of a listed vault (AZURE_KEYVAULT_URL),
+ * which no config entry describes.
+ */
+export async function checkSlot(slot: ResolvedSlot, index: number | undefined, backend: VaultBackend, report: Report): Promise<void> {
   const label = slot.label;
   const where = `key '${slot.keyName}'${slot.keyVersion ? ` version ${slot.keyVersion}` : ""} in ${slot.vaultUrl}`;
   let key: VaultKey;
@@ -67,7 +76,7 @@ export async function checkSlot(slot: ResolvedSlot, index: number, backend: Vaul
       report.fail(
         "key",
         `${where} does not exist: ${error.message}`,
-        `check key_name${slot.keyVersion ? " and key_version" : ""} of slots[${index}] (the vault's keys: \`az keyvault key list --id ${slot.vaultUrl}\`), or create the key`,
+        `check key_name${slot.keyVersion ? " and key_version" : ""} of ${entry(index, slot)} (the vault's keys: \`az keyvault key list --id ${slot.vaultUrl}\`), or create the key`,
         label,
       );
     } else if (error instanceof VaultError && error.kind === "forbidden" && /disabled/i.test(error.message)) {
@@ -154,7 +163,7 @@ async function checkSign(key: VaultKey, material: KeyMaterial, backend: VaultBac
   }
 }
 
-async function checkCertificate(slot: ResolvedSlot, index: number, key: VaultKey, material: KeyMaterial, backend: VaultBackend, report: Report): Promise<void> {
+async function checkCertificate(slot: ResolvedSlot, index: number | undefined, key: VaultKey, material: KeyMaterial, backend: VaultBackend, report: Report): Promise<void> {
   const label = slot.label;
   let der = slot.certificateDer;
   let origin = "config.json (certificate or certificate_path)";
@@ -175,7 +184,7 @@ async function checkCertificate(slot: ResolvedSlot, index: number, key: VaultKey
         refused ? `the vault refused to read the certificate: ${refused}` : `the vault has no certificate named '${slot.keyName}': the token shows no certificate object`,
         refused
           ? "grant the identity certificates/get, or set certificate_path on the slot"
-          : `clients that need one (pesign, jarsigner, nginx, TLS) need a certificate: set certificate_path on slots[${index}], or import one into the vault under the key's name`,
+          : `clients that need one (pesign, jarsigner, nginx, TLS) need a certificate: set certificate_path on ${entry(index, slot)}, or import one into the vault under the key's name`,
         label,
       );
       return;
@@ -197,8 +206,8 @@ async function checkCertificate(slot: ResolvedSlot, index: number, key: VaultKey
       "certificate",
       `${origin} (subject ${subject}) is for another key: its public key is not the public key of ${key.kid}, so the token shows no certificate`,
       slot.certificateFromConfig
-        ? `point certificate_path (or certificate) of slots[${index}] at the certificate issued for ${slot.keyName}, or remove it to use the vault's`
-        : `the vault certificate '${slot.keyName}' belongs to another key version: re-issue it for the current key, or pin key_version on slots[${index}]`,
+        ? `point certificate_path (or certificate) of ${entry(index, slot)} at the certificate issued for ${slot.keyName}, or remove it to use the vault's`
+        : `the vault certificate '${slot.keyName}' belongs to another key version: re-issue it for the current key, or pin key_version on ${entry(index, slot)}`,
       label,
     );
     return;

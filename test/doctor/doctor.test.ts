@@ -199,3 +199,22 @@ test("a certificate_path holding another key's certificate", async (t) => {
   t.regex(certificate.fix ?? "", /certificate_path .* of slots\[0\]/);
   t.is(doctorRun.find("sign", "mixed")?.verdict, "ok", "the key itself is fine");
 });
+
+test("a broken azureauth.json stops the chain; an expired AZURE_CLI_ACCESS_TOKEN is passed over with a warning", async (t) => {
+  const authFile = path.join(fixture.dir, "broken-azureauth.json");
+  await writeFile(authFile, '{"tenant": ');
+  const broken = await doctor({ slots: [slot("rsa")] }, { AZURE_AUTH_LOCATION: authFile });
+  const link = broken.checks.find((check) => check.check === "credential link" && check.verdict === "FAIL");
+  t.regex(link?.detail ?? "", /^azureauth\.json \(.*broken-azureauth\.json\): failed, and the chain stops here: .*invalid JSON/, describe(broken.result));
+  t.is(broken.find("credential")?.verdict, "FAIL");
+  t.falsy(broken.find("sign", "rsa"), "no vault call without a credential");
+  t.is(broken.result.code, 1);
+
+  const claims = Buffer.from(JSON.stringify({ exp: Math.floor(Date.now() / 1000) - 60, tid: "someone-else" })).toString("base64url");
+  const expired = await doctor({ slots: [slot("rsa")] }, { AZURE_CLI_ACCESS_TOKEN: `eyJhbGciOiJub25lIn0.${claims}.x` });
+  const first = expired.checks.find((check) => check.check === "credential link");
+  t.is(first?.verdict, "warn", describe(expired.result));
+  t.regex(first?.detail ?? "", /^AZURE_CLI_ACCESS_TOKEN: set but not usable, skipped: .*expired/);
+  t.regex(expired.find("credential")?.detail ?? "", /^token from DefaultAzureCredential/);
+  t.is(expired.result.code, 0, describe(expired.result));
+});
