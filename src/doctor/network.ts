@@ -57,10 +57,14 @@ function showProxy(proxy: string): string {
   }
 }
 
-function withTimeout<T>(promise: Promise<T>, what: string): Promise<T> {
+/** `abandon` closes what the step opened, so that a black-holed address cannot keep the process alive. */
+function withTimeout<T>(promise: Promise<T>, what: string, abandon?: () => void): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(Object.assign(new Error(`${what}: no answer within ${PROBE_TIMEOUT_MS / 1000} s`), { code: "ETIMEDOUT" })), PROBE_TIMEOUT_MS);
+    timer = setTimeout(() => {
+      abandon?.();
+      reject(Object.assign(new Error(`${what}: no answer within ${PROBE_TIMEOUT_MS / 1000} s`), { code: "ETIMEDOUT" }));
+    }, PROBE_TIMEOUT_MS);
   });
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
@@ -102,16 +106,18 @@ export async function probeVault(vaultUrl: string, caFiles: readonly string[], e
   results.push({ check: "dns", verdict: "ok", detail: `${host} is ${addresses.join(", ")}` });
 
   try {
+    let socket: net.Socket | undefined;
     await withTimeout(
       new Promise<void>((resolve, reject) => {
-        const socket = net.connect({ host: addresses[0]!, port });
+        socket = net.connect({ host: addresses[0]!, port });
         socket.once("connect", () => {
-          socket.destroy();
+          socket?.destroy();
           resolve();
         });
         socket.once("error", reject);
       }),
       `TCP connection to ${addresses[0]}:${port}`,
+      () => socket?.destroy(),
     );
   } catch (error) {
     return fail(
@@ -127,18 +133,21 @@ export async function probeVault(vaultUrl: string, caFiles: readonly string[], e
   let peer: tls.PeerCertificate | undefined;
   let authorizationError: string | undefined;
   try {
+    let socket: tls.TLSSocket | undefined;
     await withTimeout(
       new Promise<void>((resolve, reject) => {
-        const socket = tls.connect({ host: addresses[0]!, port, servername: net.isIP(host) ? undefined : host, ca, rejectUnauthorized: false, checkServerIdentity: (_name, cert) => tls.checkServerIdentity(host, cert) });
-        socket.once("secureConnect", () => {
-          peer = socket.getPeerCertificate();
-          authorizationError = socket.authorized ? undefined : String(socket.authorizationError);
-          socket.destroy();
+        socket = tls.connect({ host: addresses[0]!, port, servername: net.isIP(host) ? undefined : host, ca, rejectUnauthorized: false, checkServerIdentity: (_name, cert) => tls.checkServerIdentity(host, cert) });
+        const connected = socket;
+        connected.once("secureConnect", () => {
+          peer = connected.getPeerCertificate();
+          authorizationError = connected.authorized ? undefined : String(connected.authorizationError);
+          connected.destroy();
           resolve();
         });
-        socket.once("error", reject);
+        connected.once("error", reject);
       }),
       `TLS handshake with ${host}:${port}`,
+      () => socket?.destroy(),
     );
   } catch (error) {
     return fail("tls", `TLS handshake with ${host}:${port} failed: ${(error as Error).message}`, `check that ${vaultUrl} is an HTTPS endpoint (the scheme and port in vault_url)`);
@@ -158,9 +167,10 @@ export async function probeVault(vaultUrl: string, caFiles: readonly string[], e
   const probe: VaultProbe = { results, reachable: true };
   try {
     const started = Date.now();
+    let req: ReturnType<typeof request> | undefined;
     const answer = await withTimeout(
       new Promise<{ status: number; date?: string; challenge?: string }>((resolve, reject) => {
-        const req = request(new URL("/keys?api-version=7.4", vaultUrl), { method: "GET", ca, agent: false }, (response) => {
+        req = request(new URL("/keys?api-version=7.4", vaultUrl), { method: "GET", ca, agent: false }, (response) => {
           response.resume();
           resolve({ status: response.statusCode ?? 0, date: response.headers.date, challenge: response.headers["www-authenticate"] });
         });
@@ -168,6 +178,7 @@ export async function probeVault(vaultUrl: string, caFiles: readonly string[], e
         req.end();
       }),
       `GET ${vaultUrl}/keys`,
+      () => req?.destroy(),
     );
     const roundTrip = Date.now() - started;
     const challenge = /authorization(?:_uri)?="([^"]+)"/.exec(answer.challenge ?? "")?.[1];
