@@ -55,8 +55,8 @@ async function checkVaults(env: NodeJS.ProcessEnv, config: ModuleConfig, report:
   }
 
   const reachable = [...probes.values()].find((probe) => probe.reachable);
-  const resource = reachable?.resource ?? (isManagedHsmHost(new URL(vaults[0]!).hostname) ? "https://managedhsm.azure.net" : "https://vault.azure.net");
-  const outcome = await checkCredential(env, config, `${resource}/.default`, report);
+  const scope = reachable?.scope ?? (isManagedHsmHost(new URL(vaults[0]!).hostname) ? "https://managedhsm.azure.net/.default" : "https://vault.azure.net/.default");
+  const outcome = await checkCredential(env, config, scope, reachable?.tenantId, report);
   if (!outcome) return;
 
   const tenantCheck = (probe: VaultProbe, vaultUrl: string, slot?: string): void => {

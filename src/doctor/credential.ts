@@ -38,7 +38,8 @@ function chainLines(lines: string[]): string[] {
 const CREDENTIAL_FIX =
   "give the module an Azure identity: a managed identity, AZURE_TENANT_ID + AZURE_CLIENT_ID + AZURE_CLIENT_SECRET (or a workload identity), `az login`, an azureauth.json, or AZURE_CLI_ACCESS_TOKEN (docs/configuration.md)";
 
-export async function checkCredential(env: NodeJS.ProcessEnv, config: ModuleConfig, scope: string, report: Report): Promise<CredentialOutcome | undefined> {
+/** `scope` and `tenantId` as the vault's challenge gives them, which is how the SDK asks for the module's token. */
+export async function checkCredential(env: NodeJS.ProcessEnv, config: ModuleConfig, scope: string, tenantId: string | undefined, report: Report): Promise<CredentialOutcome | undefined> {
   const captured: string[] = [];
   const sink = (line: string): void => {
     captured.push(line);
@@ -51,7 +52,8 @@ export async function checkCredential(env: NodeJS.ProcessEnv, config: ModuleConf
   try {
     // The same arguments as AzureVaultBackend's constructor gives createCredential.
     credential = withLogSink(sink, () => createCredential(env, { ca: buildCaList(config.caFiles, env), timeoutMs: config.timeoutMs }));
-    token = await withLogSink(sink, () => credential.getToken(scope)).catch((error: unknown) => {
+    // The options of @azure/keyvault-common's challenge policy: CAE on, and the tenant the vault named.
+    token = await withLogSink(sink, () => credential.getToken([scope], { enableCae: true, ...(tenantId ? { tenantId } : {}) })).catch((error: unknown) => {
       failure = error;
       return null;
     });
@@ -104,15 +106,15 @@ export async function checkCredential(env: NodeJS.ProcessEnv, config: ModuleConf
     return undefined;
   }
   const tokenClaims = claims(token.token);
-  const tenantId = typeof tokenClaims?.tid === "string" ? tokenClaims.tid : undefined;
+  const tokenTenant = typeof tokenClaims?.tid === "string" ? tokenClaims.tid : undefined;
   const expiry = jwtExpiry(token.token) ?? token.expiresOnTimestamp;
   const minutes = Math.round((expiry - Date.now()) / 60_000);
   const who = typeof tokenClaims?.appid === "string" ? `, app ${tokenClaims.appid}` : typeof tokenClaims?.upn === "string" ? `, user ${tokenClaims.upn}` : "";
-  const detail = `token from ${chosen ?? "the chain"} for ${scope}: tenant ${tenantId ?? "unknown (not a JWT)"}${who}, expires ${new Date(expiry).toISOString()} (in ${minutes} min)`;
+  const detail = `token from ${chosen ?? "the chain"} for ${scope}: tenant ${tokenTenant ?? "unknown (not a JWT)"}${who}, expires ${new Date(expiry).toISOString()} (in ${minutes} min)`;
   if (chosen === "AZURE_CLI_ACCESS_TOKEN" && expiry - Date.now() < SHORT_LIFETIME_MS) {
     report.warn("credential", `${detail}; a raw token cannot be refreshed`, "get a new one (`az account get-access-token --resource https://vault.azure.net`), or use a credential that refreshes itself");
   } else {
     report.ok("credential", detail);
   }
-  return { credential, ...(tenantId === undefined ? {} : { tenantId }) };
+  return { credential, ...(tokenTenant === undefined ? {} : { tenantId: tokenTenant }) };
 }

@@ -17,9 +17,9 @@ export interface VaultProbe {
   results: Omit<CheckResult, "slot">[];
   /** False when the vault cannot be reached: the key checks would only repeat the failure. */
   reachable: boolean;
-  /** From the vault's challenge: the tenant it belongs to and the token resource it wants. */
+  /** From the vault's challenge, read as the SDK's challenge policy reads it: its tenant and the token scope it wants. */
   tenantId?: string;
-  resource?: string;
+  scope?: string;
 }
 
 export interface ProxyDecision {
@@ -181,11 +181,20 @@ export async function probeVault(vaultUrl: string, caFiles: readonly string[], e
       () => req?.destroy(),
     );
     const roundTrip = Date.now() - started;
-    const challenge = /authorization(?:_uri)?="([^"]+)"/.exec(answer.challenge ?? "")?.[1];
-    const tenant = challenge ? /^https?:\/\/[^/]+\/([^/?#]+)/.exec(challenge)?.[1] : undefined;
-    const resource = /resource="([^"]+)"/.exec(answer.challenge ?? "")?.[1] ?? /scope="([^"]+)"/.exec(answer.challenge ?? "")?.[1]?.replace(/\/\.default$/, "");
+    // As @azure/keyvault-common's parseWWWAuthenticateHeader (not exported): the tenant is the authorization URL's
+    // path, the scope `${resource}/.default`, else the challenge's scope.
+    const field = (name: string): string | undefined => new RegExp(`\\b${name}="([^"]*)"`).exec(answer.challenge ?? "")?.[1];
+    const challenge = field("authorization") ?? field("authorization_uri");
+    let tenant: string | undefined;
+    try {
+      tenant = challenge ? new URL(challenge).pathname.substring(1) || undefined : undefined;
+    } catch {
+      tenant = undefined;
+    }
+    const resource = field("resource");
+    const scope = resource ? `${resource}/.default` : field("scope");
     if (tenant) probe.tenantId = tenant;
-    if (resource) probe.resource = resource;
+    if (scope) probe.scope = scope;
     if (answer.status !== 401 || !challenge) {
       results.push({
         check: "vault endpoint",
@@ -194,7 +203,7 @@ export async function probeVault(vaultUrl: string, caFiles: readonly string[], e
         fix: "check vault_url: it is https://<name>.vault.azure.net/ (or .managedhsm.azure.net) with no path",
       });
     } else {
-      results.push({ check: "vault endpoint", verdict: "ok", detail: `answers as Key Vault (tenant ${tenant ?? "?"}, token resource ${resource ?? "?"})` });
+      results.push({ check: "vault endpoint", verdict: "ok", detail: `answers as Key Vault (tenant ${tenant ?? "?"}, token scope ${scope ?? "?"})` });
     }
     const vaultTime = answer.date ? Date.parse(answer.date) : Number.NaN;
     if (Number.isNaN(vaultTime)) {

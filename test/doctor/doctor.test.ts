@@ -218,3 +218,14 @@ test("a broken azureauth.json stops the chain; an expired AZURE_CLI_ACCESS_TOKEN
   t.regex(expired.find("credential")?.detail ?? "", /^token from DefaultAzureCredential/);
   t.is(expired.result.code, 0, describe(expired.result));
 });
+
+test("a token of another tenant: the tenant check names both, and the vault refuses the token", async (t) => {
+  const claims = Buffer.from(JSON.stringify({ exp: Math.floor(Date.now() / 1000) + 3600, tid: "another-tenant" })).toString("base64url");
+  const doctorRun = await doctor({ slots: [slot("rsa")] }, { AZURE_CLI_ACCESS_TOKEN: `eyJhbGciOiJub25lIn0.${claims}.x` });
+  t.regex(doctorRun.find("credential")?.detail ?? "", /^token from AZURE_CLI_ACCESS_TOKEN .*tenant another-tenant/, describe(doctorRun.result));
+  const tenant = failed(t, doctorRun, "tenant", "rsa");
+  t.regex(tenant.detail, new RegExp(`tenant another-tenant, but .* belongs to tenant ${fixture.emulator.tenantId}`));
+  t.regex(tenant.fix ?? "", new RegExp(`az login --tenant ${fixture.emulator.tenantId}`));
+  const key = failed(t, doctorRun, "key", "rsa");
+  t.regex(key.detail, /401|authenticate/);
+});
