@@ -3,6 +3,7 @@
 import test from "ava";
 import { mkdtemp, mkdir, writeFile } from "node:fs/promises";
 import { X509Certificate } from "node:crypto";
+import { get as httpGet } from "node:http";
 import path from "node:path";
 import { API, modulePath, repoRoot, startModuleFixture, type ModuleFixture } from "../module/harness.ts";
 import { describe, freeLoopbackPort, run, type RunResult } from "../clients/process.ts";
@@ -228,4 +229,33 @@ test("a token of another tenant: the tenant check names both, and the vault refu
   t.regex(tenant.fix ?? "", new RegExp(`az login --tenant ${fixture.emulator.tenantId}`));
   const key = failed(t, doctorRun, "key", "rsa");
   t.regex(key.detail, /401|authenticate/);
+});
+
+/** A managed-identity token from the emulator (as test/module/harness.ts gets its own, which it does not export). */
+function identityToken(): Promise<string> {
+  const { identityEndpoint, identityHeader } = fixture.emulator;
+  return new Promise((resolve, reject) => {
+    httpGet(`${identityEndpoint}?api-version=2019-08-01&resource=${encodeURIComponent("https://vault.azure.net")}`, { headers: { "X-IDENTITY-HEADER": identityHeader } }, (response) => {
+      let body = "";
+      response.setEncoding("utf8");
+      response.on("data", (chunk: string) => (body += chunk));
+      response.on("end", () => (response.statusCode === 200 ? resolve((JSON.parse(body) as { access_token: string }).access_token) : reject(new Error(body))));
+    }).on("error", reject);
+  });
+}
+
+test("a proxy: NO_PROXY as the SDK matches it; without a match the warning says the vault is still reached directly", async (t) => {
+  const deadProxy = `http://proxy-user:proxy-s3cret@127.0.0.1:${await freeLoopbackPort()}`;
+  const exempt = await doctor({ slots: [slot("rsa")] }, { HTTPS_PROXY: deadProxy, NO_PROXY: "example.com, 127.0.0.1" });
+  t.is(exempt.find("proxy", "rsa")?.verdict, "ok", describe(exempt.result));
+  t.regex(exempt.find("proxy", "rsa")?.detail ?? "", /NO_PROXY entry '127\.0\.0\.1' matches/);
+
+  // A raw token, since token requests do go through the proxy; the vault calls must not, which the signature proves.
+  const proxied = await doctor({ slots: [slot("rsa")] }, { HTTPS_PROXY: deadProxy, NO_PROXY: ".example.com", AZURE_CLI_ACCESS_TOKEN: await identityToken() });
+  const proxy = proxied.find("proxy", "rsa");
+  t.is(proxy?.verdict, "warn", describe(proxied.result));
+  t.regex(proxy?.detail ?? "", /connects to 127\.0\.0\.1:\d+ directly/);
+  t.is(proxied.find("sign", "rsa")?.verdict, "ok", describe(proxied.result));
+  t.is(proxied.result.code, 0, describe(proxied.result));
+  t.false(`${exempt.result.stdout}${proxied.result.stdout}`.includes("proxy-s3cret"), "the proxy's password reached the output");
 });
