@@ -41,8 +41,9 @@ const CREDENTIAL_FIX =
 /** `scope` and `tenantId` as the vault's challenge gives them, which is how the SDK asks for the module's token. */
 export async function checkCredential(env: NodeJS.ProcessEnv, config: ModuleConfig, scope: string, tenantId: string | undefined, report: Report): Promise<CredentialOutcome | undefined> {
   const captured: string[] = [];
-  const sink = (line: string): void => {
+  const sink = (line: string): boolean => {
     captured.push(line);
+    return true;
   };
   const debugWas = isDebug();
   setDebug(true);

@@ -172,7 +172,7 @@ async function checkCertificate(slot: ResolvedSlot, index: number | undefined, k
     const lines: string[] = [];
     try {
       // A 403 here is logged and becomes "no certificate" in the backend; the line is kept for the detail.
-      der = await withLogSink((line) => lines.push(line.replace(/^AZURE_KEYVAULT: (?:warning: )?/, "").trim()), () => backend.getCertificate(slot.vaultUrl, slot.keyName));
+      der = await withLogSink((line) => lines.push(line.replace(/^AZURE_KEYVAULT: (?:warning: )?/, "").trim()) > 0, () => backend.getCertificate(slot.vaultUrl, slot.keyName));
     } catch (error) {
       report.fail("certificate", `cannot read ${origin}: ${describeFailure(error)}`, genericFix(error, slot.vaultUrl), label);
       return;
