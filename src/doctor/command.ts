@@ -8,7 +8,7 @@ import { checkConfig } from "./config-file.ts";
 import { checkCredential } from "./credential.ts";
 import { checkModuleFile } from "./module-file.ts";
 import { probeVault, type VaultProbe } from "./network.ts";
-import { Report, formatLine } from "./report.ts";
+import { Report, formatLine, parseJsonOption } from "./report.ts";
 import { checkSlot } from "./slot.ts";
 
 const USAGE = `usage: azure-keyvault-pkcs11 doctor [--json]
@@ -100,17 +100,8 @@ async function checkVaults(env: NodeJS.ProcessEnv, config: ModuleConfig, report:
 }
 
 export async function runDoctorCommand(argv: string[]): Promise<number> {
-  let json = false;
-  for (const argument of argv) {
-    if (argument === "--json") json = true;
-    else if (argument === "-h" || argument === "--help") {
-      process.stdout.write(USAGE);
-      return 0;
-    } else {
-      process.stderr.write(`azure-keyvault-pkcs11 doctor: unknown option '${argument}'\n${USAGE}`);
-      return 2;
-    }
-  }
+  const json = parseJsonOption(argv, "doctor", USAGE);
+  if (typeof json === "number") return json;
   const report = new Report(json ? undefined : (result) => process.stdout.write(formatLine(result)));
   await runDoctor(process.env, process.argv[1], report);
   if (json) process.stdout.write(`${JSON.stringify(report.results, null, 2)}\n`);

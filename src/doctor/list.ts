@@ -1,6 +1,7 @@
 // `azure-keyvault-pkcs11 list [--json]`: every token and object the module shows, with its RFC 7512 URI. It runs the
 // helper's own PKCS#11 core in this process (Pkcs11Module, the tokens and their objects), so the list is what any
 // PKCS#11 application sees through the module, without p11tool or pkcs11-tool.
+import { parseJsonOption } from "./report.ts";
 import { CKA } from "../pkcs11/constants.ts";
 import { Pkcs11Error } from "../pkcs11/error.ts";
 import { rvName } from "../pkcs11/constants.ts";
@@ -125,17 +126,8 @@ function formatToken(token: ListedToken): string {
 }
 
 export async function runListCommand(argv: string[]): Promise<number> {
-  let json = false;
-  for (const argument of argv) {
-    if (argument === "--json") json = true;
-    else if (argument === "-h" || argument === "--help") {
-      process.stdout.write(USAGE);
-      return 0;
-    } else {
-      process.stderr.write(`azure-keyvault-pkcs11 list: unknown option '${argument}'\n${USAGE}`);
-      return 2;
-    }
-  }
+  const json = parseJsonOption(argv, "list", USAGE);
+  if (typeof json === "number") return json;
   let tokens: ListedToken[];
   try {
     tokens = await listTokens(process.env);

@@ -47,3 +47,19 @@ export function formatLine(result: CheckResult): string {
   const fix = result.fix && result.verdict !== "ok" ? `\n        fix: ${result.fix}` : "";
   return `${verdict} ${subject}: ${result.detail}${fix}\n`;
 }
+
+/** The one option of `doctor` and `list`: `--json`, or `--help`. A number is the exit status to return at once. */
+export function parseJsonOption(argv: string[], command: string, usage: string): boolean | number {
+  let json = false;
+  for (const argument of argv) {
+    if (argument === "--json") json = true;
+    else if (argument === "-h" || argument === "--help") {
+      process.stdout.write(usage);
+      return 0;
+    } else {
+      process.stderr.write(`azure-keyvault-pkcs11 ${command}: unknown option '${argument}'\n${usage}`);
+      return 2;
+    }
+  }
+  return json;
+}
