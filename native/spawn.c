@@ -1,9 +1,12 @@
 #include "spawn.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -17,14 +20,47 @@ extern char **environ;
 /* Keeps both socket ends clear of 0-3 even when the host closed its standard descriptors. */
 #define LOWEST_SOCKET_FD 10
 
+#if AKV_RELATIVE_PATHS
+/* A relocatable package (AKV_RELATIVE_PATHS in CMakeLists.txt): AKV_NODE_PATH and AKV_HELPER_PATH are relative to the
+ * folder of this .so, so an extracted tarball works wherever it lands. Resolved when the library is loaded, while a
+ * relative name from dlopen() still means what it meant to dlopen (the host may chdir later); realpath() follows a
+ * symlink to the .so back to the package it belongs to. On failure the relative path stays, and spawning fails with
+ * a log line that names it. */
+static char node_beside[PATH_MAX] = AKV_NODE_PATH;
+static char helper_beside[PATH_MAX] = AKV_HELPER_PATH;
+
+static void place_beside(char *out, const char *dir, const char *relative) {
+  char joined[PATH_MAX];
+  int n = snprintf(joined, sizeof joined, "%s/%s", dir, relative);
+  if (n > 0 && (size_t)n < sizeof joined) memcpy(out, joined, (size_t)n + 1);
+}
+
+__attribute__((constructor)) static void resolve_beside_module(void) {
+  Dl_info info;
+  char module[PATH_MAX];
+  if (dladdr((void *)&resolve_beside_module, &info) == 0 || info.dli_fname == NULL) return;
+  if (realpath(info.dli_fname, module) == NULL) return;
+  char *slash = strrchr(module, '/');
+  if (slash == NULL) return;
+  *slash = '\0';
+  place_beside(node_beside, module, AKV_NODE_PATH);
+  place_beside(helper_beside, module, AKV_HELPER_PATH);
+}
+#define AKV_NODE_DEFAULT node_beside
+#define AKV_HELPER_DEFAULT helper_beside
+#else
+#define AKV_NODE_DEFAULT AKV_NODE_PATH
+#define AKV_HELPER_DEFAULT AKV_HELPER_PATH
+#endif
+
 static const char *node_path(void) {
   const char *env = getenv("AZURE_KEYVAULT_PKCS11_NODE");
-  return env != NULL && env[0] != '\0' ? env : AKV_NODE_PATH;
+  return env != NULL && env[0] != '\0' ? env : AKV_NODE_DEFAULT;
 }
 
 static const char *helper_path(void) {
   const char *env = getenv("AZURE_KEYVAULT_PKCS11_HELPER");
-  return env != NULL && env[0] != '\0' ? env : AKV_HELPER_PATH;
+  return env != NULL && env[0] != '\0' ? env : AKV_HELPER_DEFAULT;
 }
 
 /* NODE_OPTIONS, NODE_PATH, NODE_CHANNEL_FD, NODE_TLS_REJECT_UNAUTHORIZED and friends would let the host's
