@@ -10,15 +10,10 @@
 static CK_RV restore_sessions(struct link *link) {
   struct call c;
   call_begin_on(&c, link, FN_RestoreSessions, "restoring the sessions");
-  size_t count = recovery_encode(&c.request);
-  if (count == 0) return call_end(&c, CKR_OK); /* A first start, or nothing open: no round trip. */
+  if (!recovery_encode(&c.request)) return call_end(&c, CKR_OK); /* A first start: no round trip. */
   CK_RV rv = call_run(&c);
   rv = call_end(&c, rv);
-  if (rv != CKR_OK) {
-    log_error("the new helper refused the %zu open session(s) (0x%lx)", count, (unsigned long)rv);
-  } else if (count > 0) {
-    log_debug("restored %zu session(s) on the new helper", count);
-  }
+  if (rv != CKR_OK) log_error("the new helper refused the open sessions (0x%lx)", (unsigned long)rv);
   return rv;
 }
 

@@ -20,6 +20,9 @@ static size_t session_count, session_capacity;
 /* Login state is per slot; applications log in to few slots, so a short array does. */
 static struct recorded_login *logins;
 static size_t login_count, login_capacity;
+/* Every handle up to this one was handed out (and may sit, closed, in the application): a replacement helper
+ * must number its sessions after it, not after the highest one still open. */
+static CK_SESSION_HANDLE highest_handle;
 
 static int grow(void **items, size_t *capacity, size_t count, size_t item_size) {
   if (count < *capacity) return 1;
@@ -64,11 +67,13 @@ void recovery_reset(void) {
   sessions = NULL;
   logins = NULL;
   session_count = session_capacity = login_count = login_capacity = 0;
+  highest_handle = 0;
   pthread_mutex_unlock(&record_mu);
 }
 
 void recovery_session_opened(CK_SESSION_HANDLE session, CK_SLOT_ID slot, CK_FLAGS flags) {
   pthread_mutex_lock(&record_mu);
+  if (session > highest_handle) highest_handle = session;
   /* Out of memory only costs this session its survival of a helper restart. */
   if (grow((void **)&sessions, &session_capacity, session_count, sizeof *sessions)) {
     sessions[session_count++] = (struct recorded_session){.handle = session, .slot = slot, .flags = flags};
@@ -118,9 +123,10 @@ void recovery_logged_out(CK_SESSION_HANDLE session) {
   pthread_mutex_unlock(&record_mu);
 }
 
-size_t recovery_encode(struct wbuf *b) {
+int recovery_encode(struct wbuf *b) {
   pthread_mutex_lock(&record_mu);
-  size_t count = session_count;
+  int any = highest_handle != 0;
+  wbuf_ulong(b, highest_handle);
   wbuf_u32(b, (uint32_t)session_count);
   for (size_t i = 0; i < session_count; i++) {
     wbuf_ulong(b, sessions[i].handle);
@@ -133,7 +139,7 @@ size_t recovery_encode(struct wbuf *b) {
     wbuf_ulong(b, logins[i].user_type);
   }
   pthread_mutex_unlock(&record_mu);
-  return count;
+  return any;
 }
 
 void recovery_before_fork(void) { pthread_mutex_lock(&record_mu); }

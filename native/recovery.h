@@ -19,8 +19,9 @@ void recovery_slot_closed(CK_SLOT_ID slot);
 void recovery_logged_in(CK_SESSION_HANDLE session, CK_USER_TYPE user_type);
 void recovery_logged_out(CK_SESSION_HANDLE session);
 
-/* Appends the record in the shape of the helper's restore request (docs/protocol.md); returns the session count. */
-size_t recovery_encode(struct wbuf *b);
+/* Appends the record in the shape of the helper's restore request (docs/protocol.md); returns 0 when the
+ * application never opened a session, so that there is nothing to restore. */
+int recovery_encode(struct wbuf *b);
 
 /* Fork handlers: the record's lock is held across fork so that the child never inherits it locked. */
 void recovery_before_fork(void);

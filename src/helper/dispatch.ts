@@ -399,14 +399,15 @@ export const HANDLERS = new Map<number, Handler>([
     define({
       name: "RestoreSessions",
       decode: (r) => {
+        const highestHandle = r.ulong();
         const sessions: RestoredSession[] = [];
         // Each entry is at least 24 bytes, so a bogus count runs out of payload (ProtocolError) long before memory.
         for (let n = r.u32(); n > 0; n--) sessions.push({ handle: r.ulong(), slot: r.ulong(), flags: r.ulong() });
         const logins: RestoredLogin[] = [];
         for (let n = r.u32(); n > 0; n--) logins.push({ slot: r.ulong(), userType: r.ulong() });
-        return { sessions, logins };
+        return { highestHandle, sessions, logins };
       },
-      run: (m, a) => m.restoreSessions(a.sessions, a.logins),
+      run: (m, a) => m.restoreSessions(a.highestHandle, a.sessions, a.logins),
       encode: nothing,
     }),
   ],

@@ -172,8 +172,10 @@ export class Pkcs11Module {
    * A replacement helper takes over the application's open sessions, with their handles, slots and flags, and the
    * login state of each slot. Active operations died with the old helper. Runs right after C_Initialize.
    */
-  restoreSessions(sessions: RestoredSession[], logins: RestoredLogin[]): void {
+  restoreSessions(highestHandle: number, sessions: RestoredSession[], logins: RestoredLogin[]): void {
     const { sessions: table, tokens } = this.initialized;
+    // Handles the application once had, and closed, must not come back as another session's.
+    table.skipPast(highestHandle);
     const handles = new Set(sessions.map((session) => session.handle));
     if (handles.size !== sessions.length || sessions.some((session) => table.has(session.handle))) {
       throw new Pkcs11Error(CKR.ARGUMENTS_BAD, "a restored session handle is given twice or already in use");
@@ -193,6 +195,7 @@ export class Pkcs11Module {
       if (token && token.sessions.size > 0) token.loginState = userType === CKU.SO ? "so" : "user";
     }
     if (dropped > 0) log.error(`${dropped} session(s) of the previous helper name slots that the configuration no longer has; they are closed`);
+    log.debug(`took over ${sessions.length - dropped} session(s) of the previous helper; new sessions are numbered from ${highestHandle + 1}`);
   }
 
   token(slotId: number): Token {

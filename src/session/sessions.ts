@@ -16,6 +16,11 @@ export class SessionTable {
     return session;
   }
 
+  /** No handle up to `handle` is handed out any more (src/helper/module.ts restoreSessions). */
+  skipPast(handle: number): void {
+    if (Number.isSafeInteger(handle)) this.nextHandle = Math.max(this.nextHandle, handle + 1);
+  }
+
   has(handle: number): boolean {
     return this.sessions.has(handle);
   }

@@ -174,3 +174,21 @@ test.serial("C_SeedRandom of 64 MiB returns CKR_RANDOM_SEED_NOT_SUPPORTED, one o
   pkcs11.C_CloseSession(session);
   t.is(rvOf(() => pkcs11.C_SeedRandom(session, Buffer.alloc(16))), pkcs11js.CKR_SESSION_HANDLE_INVALID);
 });
+
+test.serial("a replacement never hands out a handle the application had and closed", async (t) => {
+  const { pkcs11 } = fixture;
+  const slot = fixture.key("ec").slot;
+  const kept = pkcs11.C_OpenSession(slot, pkcs11js.CKF_SERIAL_SESSION);
+  const closed = pkcs11.C_OpenSession(slot, pkcs11js.CKF_SERIAL_SESSION);
+  pkcs11.C_CloseSession(closed);
+  const old = helperPid();
+  process.kill(old, "SIGKILL");
+  await exited(old);
+  const opened = pkcs11.C_OpenSession(slot, pkcs11js.CKF_SERIAL_SESSION);
+  t.notDeepEqual(opened, closed, "the closed handle came back as a new session");
+  t.true(opened.readUInt32LE(0) > closed.readUInt32LE(0));
+  t.is(rvOf(() => pkcs11.C_GetSessionInfo(closed)), pkcs11js.CKR_SESSION_HANDLE_INVALID);
+  t.true(signsAndVerifies(kept, privateKeyOf(fixture, kept), "the kept session signs"));
+  pkcs11.C_CloseSession(opened);
+  pkcs11.C_CloseSession(kept);
+});
