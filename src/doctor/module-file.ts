@@ -14,7 +14,12 @@ export function moduleCandidates(cliPath: string | undefined): string[] {
   const candidates: string[] = [];
   if (cliPath) {
     try {
-      candidates.push(path.join(path.dirname(realpathSync(cliPath)), MODULE_FILE));
+      const cliFolder = path.dirname(realpathSync(cliPath));
+      candidates.push(path.join(cliFolder, MODULE_FILE));
+      // A package or an extracted tarball: the CLI is <prefix>/usr/lib/azure-keyvault-pkcs11/cli.cjs, the module
+      // <prefix>/usr/lib/<triplet>/pkcs11/ (packaging/build.mjs).
+      const lib = path.dirname(cliFolder);
+      for (const entry of safeReaddir(lib).filter((name) => /-linux-gnu/.test(name)).sort()) candidates.push(path.join(lib, entry, "pkcs11", MODULE_FILE));
     } catch {
       // The CLI was started from somewhere it cannot be found again: only the installed locations remain.
     }
@@ -30,6 +35,14 @@ export function moduleCandidates(cliPath: string | undefined): string[] {
     candidates.push(path.join(lib, "pkcs11", MODULE_FILE));
   }
   return candidates;
+}
+
+function safeReaddir(folder: string): string[] {
+  try {
+    return readdirSync(folder);
+  } catch {
+    return [];
+  }
 }
 
 function p11KitInstalled(env: NodeJS.ProcessEnv): string | undefined {
