@@ -1,0 +1,62 @@
+// Runs the PKCS#11 API fuzzer (api-fuzz.c) against build/azure-keyvault-pkcs11.so, the real helper and the
+// emulator, for a fixed set of seeds. The fuzzer judges every call itself (see the top of api-fuzz.c) and exits 1
+// with the seed and call index at the first violation; this test also reads the helper's log (the host's stderr).
+// A longer run: AKV_FUZZ_SEEDS=1-50 AKV_FUZZ_CALLS=20000 npx ava test/fuzz/api-fuzz.test.ts
+import test from "ava";
+import { execFile } from "node:child_process";
+import path from "node:path";
+import { compileDriver, keyValues, onlyDriverLines } from "../native/driver.ts";
+import { modulePath, repoRoot, startModuleFixture, type ModuleFixture } from "../module/harness.ts";
+
+function seedList(spec: string): number[] {
+  const [from, to] = spec.split("-").map(Number);
+  const seeds: number[] = [];
+  for (let seed = from!; seed <= (to ?? from!); seed++) seeds.push(seed);
+  return seeds;
+}
+
+const SEEDS = seedList(process.env.AKV_FUZZ_SEEDS ?? "1-3");
+const CALLS = Number(process.env.AKV_FUZZ_CALLS ?? 1500);
+/** Inputs and outputs past the 64 MiB frame limit need one buffer of each this size; only the first seed uses them. */
+const BIG_MIB = 65;
+
+// Lines the helper writes only when something is wrong with it rather than with the caller's arguments.
+const HELPER_FAULTS = /internal error|uncaught exception|unhandled rejection|malformed request|protocol error|cannot encode/;
+
+let fixture: ModuleFixture;
+let fuzzer: string;
+test.before(async () => {
+  fixture = await startModuleFixture({
+    keys: "fz-rsa:RSA:2048,fz-ec:EC:P-256",
+    certs: ["fz-rsa"],
+    // A configured key the vault does not hold: its calls fail with CKR_DEVICE_REMOVED, never crash.
+    extraSlots: [{ key_name: "fz-missing", label: "fz-missing" }],
+    skipInitialize: true,
+  });
+  fuzzer = compileDriver(path.join(repoRoot, "test", "fuzz", "api-fuzz.c"), ["-I", path.join(repoRoot, "native")]);
+});
+test.after.always(() => fixture?.close());
+
+function runFuzzer(seed: number, bigMib: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(fuzzer, [modulePath, String(seed), String(CALLS), String(bigMib)], { env: process.env, timeout: 110_000, encoding: "utf8", maxBuffer: 64 << 20 },
+      (error, stdout, stderr) => resolve({ code: error ? (typeof error.code === "number" ? error.code : null) : 0, stdout, stderr }));
+  });
+}
+
+test.serial("seeded random PKCS#11 call sequences keep every rule of the spec and of docs/protocol.md", async (t) => {
+  for (const [index, seed] of SEEDS.entries()) {
+    const { code, stdout, stderr } = await runFuzzer(seed, index === 0 ? BIG_MIB : 0);
+    const values = keyValues(stdout);
+    t.log(values.get("summary") ?? `seed ${seed}: no summary`);
+    t.is(code, 0, `seed ${seed}:\n${stdout}\n${stderr}`);
+    t.is(values.get("violations"), "0", stdout);
+    t.true(Number(values.get("calls")) >= CALLS, stdout);
+    // Enough different outcomes that the calls reached the helper's checks, not only the shim's.
+    t.true(Number(values.get("rvs")) >= 15, stdout);
+    t.true(Number(values.get("rv.0x0")) > CALLS / 10, `too few successful calls:\n${stdout}`);
+    t.true(onlyDriverLines(stdout), "nothing but the fuzzer's lines on stdout");
+    const faults = stderr.split("\n").filter((line) => HELPER_FAULTS.test(line));
+    t.deepEqual(faults, [], `seed ${seed}: the helper logged faults`);
+  }
+});
