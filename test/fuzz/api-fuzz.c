@@ -413,7 +413,9 @@ struct input {
   int bad;       /* NULL with a length */
 };
 
-static int near_limit_budget = 3; /* 64 MiB frames are slow: a few per run */
+#define NEAR_LIMIT_FRAMES 3 /* 64 MiB frames take a while: a few per run */
+static int near_limit_budget = NEAR_LIMIT_FRAMES;
+static long past_limit_inputs;
 
 static const uint8_t sha256_digest_info[] = {0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01,
                                              0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20};
@@ -452,6 +454,7 @@ static void input_new(struct input *in) {
       in->len = limit - 256 - below(4096);
     } else {
       in->len = big_bytes > limit ? limit + 1 + below(big_bytes - limit) : big_bytes;
+      past_limit_inputs += in->len > limit;
     }
     in->p = big_in;
     return;
@@ -1661,6 +1664,7 @@ int main(int argc, char **argv) {
   }
   qsort(sorted, (size_t)kinds, sizeof sorted[0], compare_counts);
   printf("seed %llu\ncalls %ld\nviolations 0\nrvs %d\n", seed, calls_made, kinds);
+  printf("inputs.nearLimit %d\ninputs.pastLimit %ld\n", NEAR_LIMIT_FRAMES - near_limit_budget, past_limit_inputs);
   printf("summary seed=%llu calls=%ld violations=0 top:", seed, calls_made);
   for (int i = 0; i < kinds && i < 8; i++) printf(" 0x%lx=%ld", (unsigned long)sorted[i][0], sorted[i][1]);
   printf("\n");
