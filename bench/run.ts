@@ -9,21 +9,17 @@
 //     one process (bench/sdk-overhead.ts): the two parts the overhead is made of, as a signature takes two round
 //     trips (C_SignInit, C_Sign);
 //   - the helper's CPU time per signature (from /proc), the figure least disturbed by other load.
-// Floor and module runs alternate in BENCH_ROUNDS rounds (default 3) and each figure is a median over rounds.
+// Floor and module runs alternate in BENCH_ROUNDS rounds (default 4) and each figure is a median over rounds.
 // Targets (reported, never asserted in tests): overhead within 0.3 ms of the floor; at 20 ms, 16 threads deliver at
-// least 12x the single-thread throughput.
-import { execFile, spawn, type ChildProcess } from "node:child_process";
-import { createPublicKey, createHash, verify, type JsonWebKey } from "node:crypto";
-import { mkdtempSync, readFileSync, writeFileSync, mkdirSync } from "node:fs";
-import { Agent, request as httpsRequest } from "node:https";
-import { request as httpRequest } from "node:http";
+// least 12x the single-thread throughput. These figures are for private helpers (AZURE_KEYVAULT_PKCS11_AGENT=0);
+// bench/agent.ts then compares the shared agent with them. BENCH_ONLY=module or BENCH_ONLY=agent runs one part.
+import { createPublicKey, createHash, verify } from "node:crypto";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { promisify } from "node:util";
+import { benchAgent, printAgentSummary } from "./agent.ts";
+import { buildDriver, getToken, jwkOf, measureFloor, median, modulePath, root, run, startEmulator } from "./common.ts";
 
-const run = promisify(execFile);
-const root = path.resolve(import.meta.dirname, "..");
-const modulePath = path.join(root, "build", "azure-keyvault-pkcs11.so");
 // At 20 ms a single thread signs ~45 times a second and single latencies vary by a millisecond on a shared
 // machine, so a difference of tenths of a millisecond needs several hundred signatures per figure.
 const seconds = Number(process.env.BENCH_SECONDS ?? 12);
@@ -35,106 +31,9 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 4);
  * this long-lived process; the cold cost is reported on its own as coldStartMedianMs.
  */
 const WARMUP_SECONDS = Number(process.env.BENCH_WARMUP_SECONDS ?? 1);
-
-interface Ready {
-  url: string;
-  identityEndpoint: string;
-  identityHeader: string;
-  caFile: string;
-}
-
-async function buildDriver(): Promise<string> {
-  const out = path.join(root, "build", "bench");
-  mkdirSync(out, { recursive: true });
-  const binary = path.join(out, "sign-driver");
-  const { stdout: cflags } = await run("pkg-config", ["--cflags", "p11-kit-1"]);
-  await run("cc", ["-O2", ...cflags.trim().split(/\s+/), path.join(root, "bench", "sign-driver.c"), "-o", binary, "-ldl", "-lpthread"]);
-  return binary;
-}
-
-async function startEmulator(latencyMs: number): Promise<{ ready: Ready; child: ChildProcess }> {
-  const child = spawn(
-    process.execPath,
-    [path.join(root, "build", "cli.cjs"), "emulator", "--port", "0", "--keys", "bench-ec:EC:P-256,bench-rsa:RSA:2048", "--latency-ms", String(latencyMs)],
-    { stdio: ["ignore", "pipe", "inherit"] },
-  );
-  const ready = await new Promise<Ready>((resolve, reject) => {
-    let buffered = "";
-    child.stdout!.on("data", (chunk: Buffer) => {
-      buffered += chunk.toString();
-      const line = buffered.split("\n").find((l) => l.startsWith("READY "));
-      if (line) resolve(JSON.parse(line.slice(6)) as Ready);
-    });
-    child.once("exit", (code) => reject(new Error(`emulator exited with ${code}`)));
-  });
-  return { ready, child };
-}
-
-function call(
-  url: string,
-  options: { method: string; headers: Record<string, string>; agent?: Agent; ca?: Buffer },
-  body?: string,
-): Promise<{ status: number; body: string }> {
-  const target = new URL(url);
-  const send = target.protocol === "https:" ? httpsRequest : httpRequest;
-  return new Promise((resolve, reject) => {
-    const req = send(target, options, (res) => {
-      const chunks: Buffer[] = [];
-      res.on("data", (c: Buffer) => chunks.push(c));
-      res.on("end", () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString() }));
-    });
-    req.setTimeout(30_000, () => req.destroy(new Error(`timeout: ${options.method} ${url}`)));
-    req.on("error", reject);
-    req.end(body);
-  });
-}
-
-async function getToken(ready: Ready): Promise<string> {
-  const url = new URL(ready.identityEndpoint);
-  url.searchParams.set("resource", "https://vault.azure.net");
-  url.searchParams.set("api-version", "2019-08-01");
-  const res = await call(url.toString(), { method: "GET", headers: { "X-IDENTITY-HEADER": ready.identityHeader } });
-  if (res.status !== 200) throw new Error(`token endpoint answered ${res.status}`);
-  return (JSON.parse(res.body) as { access_token: string }).access_token;
-}
-
-/** The floor: sequential raw sign requests over one keep-alive connection. Returns the mean latency in ms. */
-async function measureFloor(ready: Ready, token: string, keyName: string, durationSeconds: number): Promise<number> {
-  const ca = readFileSync(ready.caFile);
-  const agent = new Agent({ keepAlive: true, maxSockets: 1, ca });
-  const headers = { Authorization: `Bearer ${token}`, "Content-Type": "application/json" };
-  const key = await call(`${ready.url}/keys/${keyName}?api-version=7.6`, { method: "GET", headers, agent });
-  const kid = (JSON.parse(key.body) as { key: { kid: string } }).key.kid;
-  const body = JSON.stringify({ alg: "ES256", value: createHash("sha256").update("floor").digest("base64url") });
-  const signOnce = async (through: Agent): Promise<void> => {
-    const res = await call(`${kid}/sign?api-version=7.6`, { method: "POST", headers, agent: through }, body);
-    if (res.status !== 200) throw new Error(`floor sign answered ${res.status}: ${res.body}`);
-  };
-  const warmupAgent = new Agent({ keepAlive: true, maxSockets: 16, ca });
-  const warmupEnd = performance.now() + WARMUP_SECONDS * 1000;
-  await Promise.all(
-    Array.from({ length: 16 }, async () => {
-      while (performance.now() < warmupEnd) await signOnce(warmupAgent);
-    }),
-  );
-  warmupAgent.destroy();
-  await signOnce(agent);
-  let count = 0;
-  const start = performance.now();
-  const end = start + durationSeconds * 1000;
-  while (performance.now() < end) {
-    await signOnce(agent);
-    count++;
-  }
-  agent.destroy();
-  return (performance.now() - start) / count;
-}
-
-async function jwkOf(ready: Ready, token: string, keyName: string): Promise<JsonWebKey> {
-  const ca = readFileSync(ready.caFile);
-  const res = await call(`${ready.url}/keys/${keyName}?api-version=7.6`, { method: "GET", headers: { Authorization: `Bearer ${token}` }, ca });
-  return (JSON.parse(res.body) as { key: JsonWebKey }).key;
-}
+/** BENCH_ONLY=module runs only the figures above, BENCH_ONLY=agent only the shared agent's (bench/agent.ts). */
+const only = process.env.BENCH_ONLY;
+if (only !== undefined && only !== "module" && only !== "agent") throw new Error(`BENCH_ONLY must be module or agent, not ${only}`);
 
 const message = Buffer.from("azure-keyvault-pkcs11 benchmark message");
 const messageDigestHex = createHash("sha256").update(message).digest("hex");
@@ -155,11 +54,6 @@ async function sdkOverhead(env: NodeJS.ProcessEnv, latencyMs: number): Promise<R
   return JSON.parse(stdout.trim().split("\n").pop()!) as Record<string, unknown>;
 }
 
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)]!;
-}
-
 async function benchAtLatency(binary: string, latencyMs: number): Promise<Record<string, unknown>> {
   const { ready, child } = await startEmulator(latencyMs);
   try {
@@ -169,6 +63,8 @@ async function benchAtLatency(binary: string, latencyMs: number): Promise<Record
     const env = {
       ...process.env,
       AZURE_KEYVAULT_PKCS11_CONFIG: config,
+      // The figures describe the module with its own helper, whatever XDG_RUNTIME_DIR says (bench/agent.ts: the agent).
+      AZURE_KEYVAULT_PKCS11_AGENT: "0",
       IDENTITY_ENDPOINT: ready.identityEndpoint,
       IDENTITY_HEADER: ready.identityHeader,
       NODE_EXTRA_CA_CERTS: ready.caFile,
@@ -192,7 +88,7 @@ async function benchAtLatency(binary: string, latencyMs: number): Promise<Record
     const roundSeconds = seconds / ROUNDS;
     const rounds: Array<{ floorMs: number; roundTripMs: number; runs: Record<number, Record<string, number>> }> = [];
     for (let round = 0; round < ROUNDS; round++) {
-      const floorMs = await measureFloor(ready, token, "bench-ec", roundSeconds);
+      const floorMs = await measureFloor(ready, token, "bench-ec", roundSeconds, WARMUP_SECONDS);
       const runs: Record<number, Record<string, number>> = {};
       for (const threads of [1, 4, 16]) {
         runs[threads] = await driver(binary, env, ["bench-ec", "ecdsa", String(threads), String(roundSeconds)]);
@@ -226,16 +122,19 @@ async function benchAtLatency(binary: string, latencyMs: number): Promise<Record
 }
 
 const binary = await buildDriver();
-const results = [];
-for (const latency of [0, 20]) {
-  const result = await benchAtLatency(binary, latency);
-  process.stdout.write(`${JSON.stringify(result)}\n`);
-  results.push(result);
+if (only !== "agent") {
+  const results = [];
+  for (const latency of [0, 20]) {
+    const result = await benchAtLatency(binary, latency);
+    process.stdout.write(`${JSON.stringify(result)}\n`);
+    results.push(result);
+  }
+  const [zero, twenty] = results as Array<Record<string, number>>;
+  process.stdout.write(
+    `\nsummary: overhead over the floor ${zero!["overheadMs"]} ms at 0 ms (target <= 0.3), ` +
+      `${twenty!["overheadMs"]} ms at 20 ms; 16-thread scaling at 20 ms ${twenty!["scaling16x"]}x (target >= 12); ` +
+      `cold start ${zero!["coldStartMedianMs"]} ms; helper CPU per signature (1 thread) ${(zero!["helperCpuMsPerSignature"] as unknown as Record<number, number>)[1]} ms; ` +
+      `one helper round trip ${zero!["helperRoundTripMs"]} ms at 0 ms, ${twenty!["helperRoundTripMs"]} ms at 20 ms\n`,
+  );
 }
-const [zero, twenty] = results as Array<Record<string, number>>;
-process.stdout.write(
-  `\nsummary: overhead over the floor ${zero!["overheadMs"]} ms at 0 ms (target <= 0.3), ` +
-    `${twenty!["overheadMs"]} ms at 20 ms; 16-thread scaling at 20 ms ${twenty!["scaling16x"]}x (target >= 12); ` +
-    `cold start ${zero!["coldStartMedianMs"]} ms; helper CPU per signature (1 thread) ${(zero!["helperCpuMsPerSignature"] as unknown as Record<number, number>)[1]} ms; ` +
-    `one helper round trip ${zero!["helperRoundTripMs"]} ms at 0 ms, ${twenty!["helperRoundTripMs"]} ms at 20 ms\n`,
-);
+if (only !== "module") printAgentSummary(await benchAgent(binary));

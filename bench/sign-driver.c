@@ -7,6 +7,8 @@
  * usage: sign-driver MODULE TOKEN_LABEL MECH(ecdsa|rsa|round-trip) THREADS SECONDS DIGEST_HEX [SIG_OUT_FILE]
  *   THREADS = 0 means: cold start only. DIGEST_HEX is a SHA-256 digest, so the caller can verify the signature
  *   over the message it hashed.
+ *   SIGN_DRIVER_HOLD=1 with THREADS = 0: after the cold start, keep a session open and the module initialized until
+ *   stdin reaches end of file (bench/agent.ts measures the memory of helpers serving clients that stay).
  *   SIGN_DRIVER_WARMUP_SECONDS (default 0): before measuring, sign from WARMUP_THREADS threads for this long, so
  *   that the figures describe a helper whose JavaScript the JIT has already optimised, like the floor's process.
  */
@@ -220,10 +222,19 @@ int main(int argc, char **argv) {
     if (!f || fwrite(sig, 1, sig_len, f) != sig_len) return 1;
     fclose(f);
   }
-  p11->C_CloseSession(session);
+  const char *hold = getenv("SIGN_DRIVER_HOLD");
+  int holding = threads == 0 && hold && strcmp(hold, "1") == 0;
+  if (!holding) p11->C_CloseSession(session);
 
   if (threads == 0) {
     printf("{\"initializeMs\":%.3f,\"coldFirstSignatureMs\":%.3f}\n", (t_init - t0) * 1e3, (t_first - t0) * 1e3);
+    if (holding) {
+      fflush(stdout);
+      char buf[256];
+      while (fread(buf, 1, sizeof buf, stdin) > 0) {
+      }
+      p11->C_CloseSession(session);
+    }
   } else {
     const char *warmup = getenv("SIGN_DRIVER_WARMUP_SECONDS");
     if (warmup && atof(warmup) > 0) run_workers(WARMUP_THREADS, atof(warmup));

@@ -4,11 +4,13 @@
 #include <string.h>
 
 #include "library.h"
+#include "function_ids.h"
 #include "log.h"
 
 void call_begin_on(struct call *c, struct link *link, uint32_t function_id, const char *function) {
   memset(c, 0, sizeof *c);
   c->function = function;
+  c->function_id = function_id;
   c->link = link;
   wbuf_start(&c->request, function_id);
 }
@@ -22,13 +24,46 @@ CK_RV call_begin(struct call *c, uint32_t function_id, const char *function) {
   return CKR_OK;
 }
 
+/* What a call whose arguments cannot fit one frame returns: a length error where the function's list of return
+ * values has one, else the token's "not enough memory", which every function may return. */
+static CK_RV too_big_rv(uint32_t function_id) {
+  switch (function_id) {
+    case FN_C_Encrypt:
+    case FN_C_EncryptUpdate:
+    case FN_C_Sign:
+    case FN_C_SignUpdate:
+    case FN_C_Verify:
+    case FN_C_VerifyUpdate:
+      return CKR_DATA_LEN_RANGE;
+    case FN_C_Decrypt:
+    case FN_C_DecryptUpdate:
+      return CKR_ENCRYPTED_DATA_LEN_RANGE;
+    case FN_C_VerifyFinal:
+      return CKR_SIGNATURE_LEN_RANGE;
+    default:
+      return CKR_DEVICE_MEMORY;
+  }
+}
+
 CK_RV call_run(struct call *c) {
   if (c->request.error == WIRE_NO_MEMORY) return CKR_HOST_MEMORY;
   if (c->request.error == WIRE_TOO_BIG) {
-    log_error("%s: the arguments exceed the 64 MiB frame limit", c->function);
-    return CKR_DATA_LEN_RANGE;
+    CK_RV rv = too_big_rv(c->function_id);
+    log_error("%s: the arguments exceed the 64 MiB frame limit; returning %s", c->function,
+              rv == CKR_DEVICE_MEMORY ? "CKR_DEVICE_MEMORY" : "a length error");
+    return rv;
   }
-  CK_RV rv = link_call(c->link, &c->request, c->function, &c->frame, &c->frame_len);
+  int unsent = 0;
+  CK_RV rv = link_call(c->link, &c->request, c->function, &c->frame, &c->frame_len, &unsent);
+  if (rv != CKR_OK && unsent && c->entered) {
+    /* The helper was gone before the request reached it: run the call on its replacement. */
+    library_leave();
+    c->entered = 0;
+    rv = library_enter(&c->link);
+    if (rv != CKR_OK) return rv;
+    c->entered = 1;
+    rv = link_call(c->link, &c->request, c->function, &c->frame, &c->frame_len, &unsent);
+  }
   if (rv != CKR_OK) return rv;
   c->replied = 1;
   rbuf_init(&c->reply, c->frame, c->frame_len);

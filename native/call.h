@@ -6,7 +6,8 @@
  *   if (rv != CKR_OK) return rv;
  *   ...argument checks: return call_end(&c, CKR_ARGUMENTS_BAD) ...
  *   wbuf_ulong(&c.request, hSession); ...
- *   rv = call_run(&c);                               // the helper's rv, or CKR_DEVICE_ERROR
+ *   rv = call_run(&c);                               // the helper's rv, or CKR_DEVICE_ERROR (a request that
+ *                                                    // never reached a dead helper runs on its replacement)
  *   ...decode c.reply (always, whatever rv), write outputs only when call_valid(&c)...
  *   return call_end(&c, rv);                         // malformed reply -> CKR_DEVICE_ERROR
  */
@@ -18,6 +19,7 @@
 
 struct call {
   const char *function;
+  uint32_t function_id;
   struct link *link;
   struct wbuf request;
   uint8_t *frame;

@@ -4,6 +4,23 @@
 #include "entry.h"
 #include "library.h"
 #include "log.h"
+#include "recovery.h"
+
+/* A replacement helper takes over the sessions the application still has open (recovery.h). */
+static CK_RV restore_sessions(struct link *link) {
+  struct call c;
+  call_begin_on(&c, link, FN_RestoreSessions, "restoring the sessions");
+  size_t count = recovery_encode(&c.request);
+  if (count == 0) return call_end(&c, CKR_OK); /* A first start, or nothing open: no round trip. */
+  CK_RV rv = call_run(&c);
+  rv = call_end(&c, rv);
+  if (rv != CKR_OK) {
+    log_error("the new helper refused the %zu open session(s) (0x%lx)", count, (unsigned long)rv);
+  } else if (count > 0) {
+    log_debug("restored %zu session(s) on the new helper", count);
+  }
+  return rv;
+}
 
 static CK_RV handshake(struct link *link, CK_FLAGS flags) {
   struct call c;
@@ -11,6 +28,9 @@ static CK_RV handshake(struct link *link, CK_FLAGS flags) {
   wbuf_u32(&c.request, WIRE_PROTOCOL_VERSION);
   wbuf_u8(&c.request, (uint8_t)sizeof(CK_ULONG));
   wbuf_ulong(&c.request, flags);
+  /* The helper keeps its own deadlines well inside ours, so that it answers a slow vault with an error before the
+   * shim gives up on it and replaces it. */
+  wbuf_ulong(&c.request, link_timeout_ms(link));
   CK_RV rv = call_run(&c);
   int replied = c.replied;
   rv = call_end(&c, rv);
@@ -19,7 +39,8 @@ static CK_RV handshake(struct link *link, CK_FLAGS flags) {
     return CKR_GENERAL_ERROR;
   }
   /* CKR_DEVICE_ERROR (a malformed reply) is not a return value C_Initialize may use. */
-  return rv == CKR_DEVICE_ERROR ? CKR_GENERAL_ERROR : rv;
+  if (rv != CKR_OK) return rv == CKR_DEVICE_ERROR ? CKR_GENERAL_ERROR : rv;
+  return restore_sessions(link);
 }
 
 static CK_RV goodbye(struct link *link) {

@@ -1,5 +1,7 @@
-/* Sessions and login. */
+/* Sessions and login. Each success is also noted in the recovery record, so that a replacement helper can take
+ * the sessions over (recovery.h). */
 #include "entry.h"
+#include "recovery.h"
 
 CK_RV C_OpenSession(CK_SLOT_ID slotID, CK_FLAGS flags, CK_VOID_PTR pApplication, CK_NOTIFY Notify,
                     CK_SESSION_HANDLE_PTR phSession) {
@@ -12,28 +14,35 @@ CK_RV C_OpenSession(CK_SLOT_ID slotID, CK_FLAGS flags, CK_VOID_PTR pApplication,
   wbuf_ulong(&c.request, flags);
   CK_RV rv = call_run(&c);
   CK_SESSION_HANDLE session = rbuf_ulong(&c.reply);
-  if (call_succeeded(&c, rv)) *phSession = session;
+  if (call_succeeded(&c, rv)) {
+    *phSession = session;
+    recovery_session_opened(session, slotID, flags);
+  }
   return call_end(&c, rv);
 }
 
-static CK_RV call_with_ulong(uint32_t function_id, const char *function, CK_ULONG value) {
+/* One CK_ULONG argument and no reply payload; on_success records what the helper's CKR_OK changed. */
+static CK_RV call_with_ulong(uint32_t function_id, const char *function, CK_ULONG value, void (*on_success)(CK_ULONG)) {
   struct call c;
   CK_RV rv = call_begin(&c, function_id, function);
   if (rv != CKR_OK) return rv;
   wbuf_ulong(&c.request, value);
   rv = call_run(&c);
+  if (call_succeeded(&c, rv)) on_success(value);
   return call_end(&c, rv);
 }
 
 CK_RV C_CloseSession(CK_SESSION_HANDLE hSession) {
-  return call_with_ulong(FN_C_CloseSession, "C_CloseSession", hSession);
+  return call_with_ulong(FN_C_CloseSession, "C_CloseSession", hSession, recovery_session_closed);
 }
 
 CK_RV C_CloseAllSessions(CK_SLOT_ID slotID) {
-  return call_with_ulong(FN_C_CloseAllSessions, "C_CloseAllSessions", slotID);
+  return call_with_ulong(FN_C_CloseAllSessions, "C_CloseAllSessions", slotID, recovery_slot_closed);
 }
 
-CK_RV C_Logout(CK_SESSION_HANDLE hSession) { return call_with_ulong(FN_C_Logout, "C_Logout", hSession); }
+CK_RV C_Logout(CK_SESSION_HANDLE hSession) {
+  return call_with_ulong(FN_C_Logout, "C_Logout", hSession, recovery_logged_out);
+}
 
 CK_RV C_GetSessionInfo(CK_SESSION_HANDLE hSession, CK_SESSION_INFO_PTR pInfo) {
   struct call c;
@@ -59,6 +68,7 @@ CK_RV C_Login(CK_SESSION_HANDLE hSession, CK_USER_TYPE userType, CK_UTF8CHAR_PTR
   wbuf_ulong(&c.request, userType);
   wbuf_bytes(&c.request, pPin, ulPinLen);
   CK_RV rv = call_run(&c);
+  if (call_succeeded(&c, rv)) recovery_logged_in(hSession, userType);
   return call_end(&c, rv);
 }
 
@@ -72,6 +82,7 @@ CK_RV C_LoginUser(CK_SESSION_HANDLE hSession, CK_USER_TYPE userType, CK_UTF8CHAR
   wbuf_bytes(&c.request, pPin, ulPinLen);
   wbuf_bytes(&c.request, pUsername, ulUsernameLen);
   CK_RV rv = call_run(&c);
+  if (call_succeeded(&c, rv)) recovery_logged_in(hSession, userType);
   return call_end(&c, rv);
 }
 

@@ -51,6 +51,9 @@ enum function_id {
   FN_C_GenerateRandom = 65,
   FN_C_LoginUser = 71,
   FN_C_SessionCancel = 72,
+  /* The module's own calls, not PKCS#11 functions, start at 256. */
+  FN_RestoreSessions = 256,
+  FN_AgentHello = 257,
 };
 
 #endif

@@ -1,6 +1,7 @@
 #include "link.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "agent.h"
 #include "lock.h"
 #include "log.h"
 #include "spawn.h"
@@ -18,6 +20,8 @@
 #define DEFAULT_CALL_TIMEOUT_MS 120000UL
 /* After end-of-file the helper has this long to exit on its own before it is killed. */
 #define EXIT_GRACE_MS 3000L
+/* A helper whose socket closed unexpectedly gets this long to finish exiting before it is killed and reaped. */
+#define LOST_GRACE_MS 100L
 
 /* A thread waiting for its reply. The waiter lives on that thread's stack. */
 struct waiter {
@@ -43,7 +47,10 @@ struct incoming {
  * reading role on to another waiter. */
 struct link {
   int fd;
+  /* The private helper's pid; 0 for a connection to the shared agent, which is no child of ours. */
   pid_t pid;
+  /* "the helper (pid N)" or "the agent", for log lines. */
+  char peer[40];
   unsigned long timeout_ms;
 
   /* Guards everything below, and the waiters' fields. */
@@ -58,6 +65,7 @@ struct link {
   /* Set by the first reply; before it, a dead helper is a start-up failure that C_Initialize reports. */
   int answered;
   int reaped;
+  struct timespec started;
 
   struct incoming incoming; /* owned by the reading caller */
 
@@ -81,13 +89,14 @@ static unsigned long read_timeout_ms(void) {
   return value;
 }
 
-static int send_full(int fd, const uint8_t *p, size_t n) {
+static int send_full(int fd, const uint8_t *p, size_t n, size_t *total) {
   while (n > 0) {
     ssize_t sent = send(fd, p, n, MSG_NOSIGNAL);
     if (sent < 0 && errno == EINTR) continue;
     if (sent <= 0) return 0;
     p += sent;
     n -= (size_t)sent;
+    *total += (size_t)sent;
   }
   return 1;
 }
@@ -177,9 +186,67 @@ static void mark_dead(struct link *link) {
   for (struct waiter *w = link->waiters; w != NULL; w = w->next) pthread_cond_signal(&w->cv);
 }
 
+static void describe_exit(pid_t pid, int status);
+
+/* Caller holds mu. A helper that was lost (its socket closed, or it stopped answering) is reaped at once, so that
+ * no zombie waits for C_Finalize and nothing it still runs can reach the vault or the application. The module
+ * installs no SIGCHLD handler: the host's signal disposition stays its own. */
+static void reap_lost(struct link *link) {
+  if (link->reaped || link->pid == 0) return;
+  link->reaped = 1;
+  int status = 0;
+  for (long waited = 0; waited < LOST_GRACE_MS; waited += 5) {
+    pid_t got = waitpid(link->pid, &status, WNOHANG);
+    if (got == link->pid) {
+      describe_exit(link->pid, status);
+      return;
+    }
+    if (got < 0 && errno != EINTR) return; /* The host reaped it already. */
+    struct timespec five_ms = {0, 5 * 1000 * 1000};
+    nanosleep(&five_ms, NULL);
+  }
+  /* Still our unreaped child, so the pid cannot belong to another process. */
+  kill(link->pid, SIGKILL);
+  while (waitpid(link->pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  log_debug("stopped the helper (pid %ld)", (long)link->pid);
+}
+
+/* Caller holds mu. A helper that has exited may still have its socket open for a moment (the kernel closes an
+ * exiting task's files asynchronously), and a request sent then would be lost in flight; asking first costs one
+ * waitpid. A host that reaps its own children makes this answer "no", and the send finds out instead. */
+static int helper_exited(struct link *link) {
+  if (link->pid == 0 || link->reaped) return 0;
+  int status = 0;
+  if (waitpid(link->pid, &status, WNOHANG) != link->pid) return 0;
+  link->reaped = 1;
+  describe_exit(link->pid, status);
+  return 1;
+}
+
+/* Caller holds mu: the link cannot be used any more; wakes every waiter and, unless C_Finalize is closing it,
+ * reaps the helper. */
+static void drop_link(struct link *link) {
+  mark_dead(link);
+  shutdown(link->fd, SHUT_RDWR);
+  if (!link->closing) reap_lost(link);
+}
+
 /* Caller holds mu. */
 static void deliver(struct link *link, uint8_t *frame, size_t len) {
   uint32_t id = wire_get_u32(frame);
+  if (id == 0) {
+    /* An agent's log line for this host (request ids are never 0): the host's stderr, where a private helper's
+     * lines go directly. */
+    struct rbuf r;
+    const uint8_t *line = NULL;
+    size_t line_len = 0;
+    rbuf_init(&r, frame + WIRE_REPLY_MIN, len - WIRE_REPLY_MIN);
+    rbuf_bytes(&r, &line, &line_len);
+    if (rbuf_done(&r)) log_forward((const char *)line, line_len);
+    free(frame);
+    return;
+  }
   for (struct waiter *w = link->waiters; w != NULL; w = w->next) {
     if (w->id == id) {
       link->answered = 1;
@@ -211,16 +278,14 @@ static void report_dead(struct link *link, const char *function) {
 /* Caller holds mu: the reading caller saw end-of-file or a broken frame. */
 static void lose_connection(struct link *link) {
   if (link->dead) return;
-  mark_dead(link);
-  shutdown(link->fd, SHUT_RDWR);
-  if (link->closing) return;
-  if (!link->answered) {
-    log_error("the helper (pid %ld) stopped before answering C_Initialize", (long)link->pid);
-  } else {
-    log_error("lost the connection to the helper (pid %ld); calls fail with CKR_DEVICE_ERROR until C_Finalize and "
-              "C_Initialize",
-              (long)link->pid);
+  if (!link->closing && !link->answered) {
+    log_error("%s stopped before answering C_Initialize", link->peer);
+  } else if (!link->closing) {
+    log_error("lost the connection to %s; calls in flight fail with CKR_DEVICE_ERROR and the next call starts a new "
+              "helper",
+              link->peer);
   }
+  drop_link(link);
 }
 
 static void set_send_timeout(int fd, unsigned long timeout_ms) {
@@ -244,8 +309,14 @@ struct link *link_open(const CK_C_INITIALIZE_ARGS *args, CK_RV *rv) {
   pthread_condattr_setclock(&link->cv_attr, CLOCK_MONOTONIC);
   link->timeout_ms = read_timeout_ms();
   link->next_id = 1;
+  clock_gettime(CLOCK_MONOTONIC, &link->started);
 
-  if (spawn_helper(&link->fd, &link->pid) != 0) {
+  if (agent_connect(&link->fd) == 0) {
+    link->pid = 0;
+    snprintf(link->peer, sizeof link->peer, "the agent");
+  } else if (spawn_helper(&link->fd, &link->pid) == 0) {
+    snprintf(link->peer, sizeof link->peer, "the helper (pid %ld)", (long)link->pid);
+  } else {
     lock_destroy(&link->writer);
     pthread_condattr_destroy(&link->cv_attr);
     pthread_mutex_destroy(&link->mu);
@@ -261,6 +332,7 @@ struct link *link_open(const CK_C_INITIALIZE_ARGS *args, CK_RV *rv) {
 static uint32_t fresh_id(struct link *link) {
   for (;;) {
     uint32_t id = link->next_id++;
+    if (id == 0) continue; /* 0 marks an agent's log frames */
     int in_use = 0;
     for (struct waiter *w = link->waiters; w != NULL && !in_use; w = w->next) in_use = w->id == id;
     if (!in_use) return id;
@@ -303,8 +375,9 @@ static int wait_for_reply(struct link *link, struct waiter *w, const struct time
   return timed_out;
 }
 
-CK_RV link_call(struct link *link, struct wbuf *request, const char *function, uint8_t **reply,
-                size_t *reply_len) {
+CK_RV link_call(struct link *link, struct wbuf *request, const char *function, uint8_t **reply, size_t *reply_len,
+                int *unsent) {
+  *unsent = 0;
   /* A cancelled thread holding the reading role would leave every other call waiting for nothing. */
   int cancel_state;
   pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
@@ -314,8 +387,12 @@ CK_RV link_call(struct link *link, struct wbuf *request, const char *function, u
   pthread_cond_init(&w.cv, &link->cv_attr);
 
   pthread_mutex_lock(&link->mu);
+  if (!link->dead && helper_exited(link)) {
+    log_debug("%s has exited; this call starts a new helper", link->peer);
+    drop_link(link);
+  }
   if (link->dead) {
-    report_dead(link, function);
+    *unsent = 1;
     pthread_mutex_unlock(&link->mu);
     pthread_cond_destroy(&w.cv);
     pthread_setcancelstate(cancel_state, NULL);
@@ -327,29 +404,43 @@ CK_RV link_call(struct link *link, struct wbuf *request, const char *function, u
   pthread_mutex_unlock(&link->mu);
 
   wbuf_seal(request, w.id);
-  int sent = 0;
+  size_t sent = 0;
+  int send_failed = 1;
   if (lock_acquire(&link->writer) == CKR_OK) {
-    sent = send_full(link->fd, request->data, request->len);
+    send_failed = !send_full(link->fd, request->data, request->len, &sent);
     lock_release(&link->writer);
   }
 
   pthread_mutex_lock(&link->mu);
-  if (!sent && !link->dead) {
+  if (send_failed && !link->dead) {
     /* A partial frame would desynchronise the stream: the link is unusable from here on. */
-    log_error("%s: cannot send to the helper: %s", function, strerror(errno));
-    mark_dead(link);
-    shutdown(link->fd, SHUT_RDWR);
-  }
-  struct timespec deadline = deadline_after(link->timeout_ms);
-  int timed_out = wait_for_reply(link, &w, &deadline);
-  if (!w.done) {
-    remove_waiter(link, &w);
-    if (timed_out && !link->dead) {
-      log_error("%s: the helper did not answer within %lu ms (AZURE_KEYVAULT_PKCS11_CALL_TIMEOUT_MS); returning "
-                "CKR_DEVICE_ERROR",
-                function, link->timeout_ms);
+    if (sent == 0 && link->answered) {
+      log_debug("%s: %s is gone (%s)", function, link->peer,
+                strerror(errno));
     } else {
-      report_dead(link, function);
+      log_error("%s: cannot send to the helper: %s", function, strerror(errno));
+    }
+    drop_link(link);
+  }
+  if (send_failed && sent == 0) {
+    /* Nothing reached a helper, so the call can run on a new one as if it had just been made. */
+    *unsent = 1;
+    remove_waiter(link, &w);
+  } else {
+    struct timespec deadline = deadline_after(link->timeout_ms);
+    int timed_out = wait_for_reply(link, &w, &deadline);
+    if (!w.done) {
+      remove_waiter(link, &w);
+      if (timed_out && !link->dead) {
+        /* The helper may still act on the call later; a call reported as failed must have no effect, so this
+         * helper goes, and with it whatever it was doing. The next call starts a new one. */
+        log_error("%s: %s did not answer within %lu ms (AZURE_KEYVAULT_PKCS11_CALL_TIMEOUT_MS); %s and returning "
+                  "CKR_DEVICE_ERROR",
+                  function, link->peer, link->timeout_ms, link->pid != 0 ? "stopping it" : "closing the connection");
+        drop_link(link);
+      } else {
+        report_dead(link, function);
+      }
     }
   }
   /* A follower that was handed the reading role just as it timed out passes it on. */
@@ -363,6 +454,25 @@ CK_RV link_call(struct link *link, struct wbuf *request, const char *function, u
   *reply_len = w.reply_len;
   return CKR_OK;
 }
+
+int link_is_dead(struct link *link) {
+  pthread_mutex_lock(&link->mu);
+  int dead = link->dead;
+  pthread_mutex_unlock(&link->mu);
+  return dead;
+}
+
+long link_age_ms(struct link *link) {
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return (long)(now.tv_sec - link->started.tv_sec) * 1000 + (now.tv_nsec - link->started.tv_nsec) / 1000000;
+}
+
+pid_t link_pid(const struct link *link) { return link->pid; }
+
+const char *link_peer(const struct link *link) { return link->peer; }
+
+unsigned long link_timeout_ms(const struct link *link) { return link->timeout_ms; }
 
 static void describe_exit(pid_t pid, int status) {
   if (WIFEXITED(status)) {
@@ -409,7 +519,7 @@ void link_stop(struct link *link) {
   pthread_mutex_unlock(&link->mu);
   /* Wakes a caller blocked reading: it sees end-of-file and every waiter gets CKR_DEVICE_ERROR. */
   shutdown(link->fd, SHUT_RDWR);
-  if (!already_reaped) reap(link);
+  if (!already_reaped && link->pid != 0) reap(link);
 }
 
 void link_free(struct link *link) {

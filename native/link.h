@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "pkcs11_3.h"
 #include "wire.h"
@@ -18,8 +19,21 @@ struct link *link_open(const CK_C_INITIALIZE_ARGS *args, CK_RV *rv);
 
 /* Sends the request (sealing it with a fresh request id) and waits for its reply, at most the call timeout.
  * On CKR_OK, *reply is a malloc'd reply frame without its length field (u32 id, U rv, payload) that the caller
- * frees. Returns CKR_DEVICE_ERROR when the helper is gone, the send fails or the timeout expires. */
-CK_RV link_call(struct link *link, struct wbuf *request, const char *function, uint8_t **reply, size_t *reply_len);
+ * frees. Returns CKR_DEVICE_ERROR when the helper is gone, the send fails or the timeout expires; *unsent is then
+ * 1 when no byte of the request reached the helper, so the call may run on a new one. A helper that times out or
+ * whose socket breaks is killed and reaped at once, so that a call reported as failed can have no later effect. */
+CK_RV link_call(struct link *link, struct wbuf *request, const char *function, uint8_t **reply, size_t *reply_len,
+                int *unsent);
+
+/* True once the helper is gone: the library then replaces it at the next call. */
+int link_is_dead(struct link *link);
+/* Milliseconds since the helper was started. */
+long link_age_ms(struct link *link);
+pid_t link_pid(const struct link *link);
+/* "the helper (pid N)" or "the agent", for log lines. */
+const char *link_peer(const struct link *link);
+/* AZURE_KEYVAULT_PKCS11_CALL_TIMEOUT_MS as read at link_open. */
+unsigned long link_timeout_ms(const struct link *link);
 
 /* Announces that the helper is about to exit (C_Finalize), so its end-of-file is not reported as a failure. */
 void link_expect_exit(struct link *link);

@@ -43,3 +43,9 @@ void log_debug(const char *fmt, ...) {
   write_line(fmt, args);
   va_end(args);
 }
+
+void log_forward(const char *line, size_t len) {
+  /* The line arrived whole in one frame: one write keeps it from interleaving with other threads' lines. */
+  ssize_t ignored = write(STDERR_FILENO, line, len);
+  (void)ignored;
+}

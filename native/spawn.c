@@ -29,22 +29,29 @@ static const char *helper_path(void) {
 
 /* NODE_OPTIONS, NODE_PATH, NODE_CHANNEL_FD, NODE_TLS_REJECT_UNAUTHORIZED and friends would let the host's
  * environment change what the helper runs or how it trusts TLS; NODE_EXTRA_CA_CERTS is part of the documented
- * trust configuration, so it stays. */
+ * trust configuration, so it stays. OPENSSL_CONF and the other OPENSSL_* variables go too: a host configured to load
+ * an OpenSSL provider for every program (pkcs11-provider with this very module, say) must not make node load it,
+ * or the helper's own TLS and hashing would call back into the module. */
 static int keeps_variable(const char *entry) {
+  if (strncmp(entry, "OPENSSL_", 8) == 0) return 0;
   if (strncmp(entry, "NODE_", 5) != 0) return 1;
   return strncmp(entry, "NODE_EXTRA_CA_CERTS=", 20) == 0;
 }
+
+/* Node reads OPENSSL_CONF, or else the system's openssl.cnf, at start: an empty configuration loads no provider. */
+static char no_openssl_config[] = "OPENSSL_CONF=/dev/null";
 
 /* The returned array points into environ; only the array itself is freed. */
 static char **helper_environment(void) {
   size_t n = 0;
   for (char **e = environ; e != NULL && *e != NULL; e++) n++;
-  char **env = calloc(n + 1, sizeof *env);
+  char **env = calloc(n + 2, sizeof *env);
   if (env == NULL) return NULL;
   size_t kept = 0;
   for (size_t i = 0; i < n; i++) {
     if (keeps_variable(environ[i])) env[kept++] = environ[i];
   }
+  env[kept++] = no_openssl_config;
   env[kept] = NULL;
   return env;
 }
@@ -58,10 +65,11 @@ static int move_high(int fd) {
 
 static int std_fd_is_open(int fd) { return fcntl(fd, F_GETFD) != -1; }
 
+/* child_end becomes fd 3 when it is not -1. */
 static int build_file_actions(posix_spawn_file_actions_t *actions, int child_end) {
   int rc = posix_spawn_file_actions_init(actions);
   if (rc != 0) return rc;
-  if (rc == 0) rc = posix_spawn_file_actions_adddup2(actions, child_end, HELPER_FD);
+  if (rc == 0 && child_end >= 0) rc = posix_spawn_file_actions_adddup2(actions, child_end, HELPER_FD);
   if (rc == 0) rc = posix_spawn_file_actions_addopen(actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
   if (rc == 0) rc = posix_spawn_file_actions_addopen(actions, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
   if (rc == 0 && !std_fd_is_open(STDERR_FILENO)) {
@@ -71,7 +79,7 @@ static int build_file_actions(posix_spawn_file_actions_t *actions, int child_end
      * glibc >= 2.29), so the helper's log lines reach the host's stderr instead of vanishing. */
     rc = posix_spawn_file_actions_adddup2(actions, STDERR_FILENO, STDERR_FILENO);
   }
-  if (rc == 0) rc = posix_spawn_file_actions_addclosefrom_np(actions, HELPER_FD + 1);
+  if (rc == 0) rc = posix_spawn_file_actions_addclosefrom_np(actions, child_end >= 0 ? HELPER_FD + 1 : HELPER_FD);
   if (rc != 0) posix_spawn_file_actions_destroy(actions);
   return rc;
 }
@@ -93,8 +101,38 @@ static int build_attributes(posix_spawnattr_t *attr) {
   return rc;
 }
 
-int spawn_helper(int *fd, pid_t *pid) {
+/* `<node> <helper> extra...` with child_end as fd 3 (or none), the sanitised environment and the attributes above. */
+static int spawn_node(const char *what, char *const extra[], int child_end, pid_t *pid) {
   const char *node = node_path();
+  const char *helper = helper_path();
+  char *argv[8];
+  size_t argc = 0;
+  argv[argc++] = (char *)node;
+  argv[argc++] = (char *)helper;
+  for (size_t i = 0; extra != NULL && extra[i] != NULL && argc < 7; i++) argv[argc++] = extra[i];
+  argv[argc] = NULL;
+  posix_spawn_file_actions_t actions;
+  posix_spawnattr_t attr;
+  char **env = helper_environment();
+  int rc = env == NULL ? ENOMEM : build_file_actions(&actions, child_end);
+  if (rc == 0) {
+    rc = build_attributes(&attr);
+    if (rc != 0) posix_spawn_file_actions_destroy(&actions);
+  }
+  if (rc == 0) {
+    rc = posix_spawn(pid, node, &actions, &attr, argv, env);
+    posix_spawn_file_actions_destroy(&actions);
+    posix_spawnattr_destroy(&attr);
+  }
+  free(env);
+  if (rc != 0) {
+    log_error("cannot start %s `%s %s`: %s (set AZURE_KEYVAULT_PKCS11_NODE to a node executable)", what, node, helper,
+              strerror(rc));
+  }
+  return rc;
+}
+
+int spawn_helper(int *fd, pid_t *pid) {
   const char *helper = helper_path();
   if (access(helper, R_OK) != 0) {
     log_error("cannot read the helper %s: %s (set AZURE_KEYVAULT_PKCS11_HELPER or rebuild)", helper,
@@ -116,29 +154,20 @@ int spawn_helper(int *fd, pid_t *pid) {
     return -1;
   }
 
-  posix_spawn_file_actions_t actions;
-  posix_spawnattr_t attr;
-  char **env = helper_environment();
-  int rc = env == NULL ? ENOMEM : build_file_actions(&actions, sv[1]);
-  if (rc == 0) {
-    rc = build_attributes(&attr);
-    if (rc != 0) posix_spawn_file_actions_destroy(&actions);
-  }
-  if (rc == 0) {
-    char *argv[] = {(char *)node, (char *)helper, NULL};
-    rc = posix_spawn(pid, node, &actions, &attr, argv, env);
-    posix_spawn_file_actions_destroy(&actions);
-    posix_spawnattr_destroy(&attr);
-  }
-  free(env);
+  int rc = spawn_node("the helper", NULL, sv[1], pid);
   close(sv[1]);
   if (rc != 0) {
-    log_error("cannot start the helper `%s %s`: %s (set AZURE_KEYVAULT_PKCS11_NODE to a node executable)", node,
-              helper, strerror(rc));
     close(sv[0]);
     return -1;
   }
-  log_debug("started the helper `%s %s` as pid %ld", node, helper, (long)*pid);
+  log_debug("started the helper `%s %s` as pid %ld", node_path(), helper, (long)*pid);
   *fd = sv[0];
+  return 0;
+}
+
+int spawn_agent_launcher(const char *socket_path, pid_t *pid) {
+  char *extra[] = {"agent", "--detach", "--socket", (char *)socket_path, NULL};
+  if (spawn_node("the agent", extra, -1, pid) != 0) return -1;
+  log_debug("starting an agent on %s (launcher pid %ld)", socket_path, (long)*pid);
   return 0;
 }

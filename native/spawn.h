@@ -9,4 +9,8 @@
  * *pid. On failure logs one line on stderr and returns -1. */
 int spawn_helper(int *fd, pid_t *pid);
 
+/* Starts `<node> <helper> agent --detach --socket socket_path`, which returns once an agent listens there (and
+ * leaves the agent running in its own session, no child of ours). The caller reaps *pid. */
+int spawn_agent_launcher(const char *socket_path, pid_t *pid);
+
 #endif

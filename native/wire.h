@@ -8,7 +8,7 @@
 
 #include "pkcs11_3.h"
 
-#define WIRE_PROTOCOL_VERSION 1u
+#define WIRE_PROTOCOL_VERSION 2u
 #define WIRE_MAX_FRAME (64u * 1024u * 1024u)
 /* u32 length, u32 request id, u32 function id. */
 #define WIRE_REQUEST_HEADER 12u

@@ -1,15 +1,19 @@
 // The package's command line: `azure-keyvault-pkcs11 <subcommand> [options]`.
+import { runAgentCommand } from "../agent/command.ts";
 import { runEmulatorCli } from "../emulator/cli.ts";
 
 const USAGE = `usage: azure-keyvault-pkcs11 <command> [options]
 
 commands:
+  agent      run the shared signing agent in the foreground (see --help)
   emulator   run the Azure Key Vault emulator (see --help)
 `;
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
+    case "agent":
+      return runAgentCommand(rest);
     case "emulator":
       return runEmulatorCli(rest);
     case undefined:

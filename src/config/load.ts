@@ -20,7 +20,7 @@ const MAX_TIMEOUT_MS = 3_600_000;
 export const MAX_LABEL_BYTES = 32;
 const DEFAULT_LABEL_CHARS = 32;
 
-const KNOWN_TOP_LEVEL = new Set(["slots", "ca_file"]);
+const KNOWN_TOP_LEVEL = new Set(["slots", "ca_file", "agent", "agent_socket"]);
 const KNOWN_SLOT_FIELDS = new Set(["key_name", "label", "vault_url", "key_version", "certificate", "certificate_path", "ca_file"]);
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): ModuleConfig {
@@ -37,7 +37,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ModuleConfig {
   const slots = (file.slots ?? []).map((entry, index) => resolveSlot(source, folder, entry, index, defaultVaultUrl));
   checkDuplicateLabels(source, slots, file.slots ?? []);
   log.debug(`loaded ${source}: ${slots.length} slot(s)${slots.map((slot) => `\n  ${slot.label}: ${slot.vaultUrl}/keys/${slot.keyName}`).join("")}`);
-  return { source, slots, defaultVaultUrl, caFiles, timeoutMs };
+  return { source, slots, defaultVaultUrl, caFiles, timeoutMs, ...(file.agent === undefined ? {} : { agent: file.agent }) };
 }
 
 function readTimeout(env: NodeJS.ProcessEnv): number {

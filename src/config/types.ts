@@ -23,6 +23,9 @@ export interface ConfigFile {
   slots?: SlotConfigEntry[];
   /** Extra CA bundle (PEM) trusted for every vault. */
   ca_file?: string;
+  /** Read by the shim too (native/agent_config.c): whether to use the agent, and where it listens. */
+  agent?: boolean;
+  agent_socket?: string;
 }
 
 /** CA certificates a token can show after the key's own (object handles leave room for this many per slot). */
@@ -57,6 +60,8 @@ export interface ModuleConfig {
   caFiles: string[];
   /** Per remote operation deadline in ms (AZURE_KEYVAULT_PKCS11_TIMEOUT_MS, default 60000). */
   timeoutMs: number;
+  /** `"agent"`: whether processes with this config share an agent (AZURE_KEYVAULT_PKCS11_AGENT decides first). */
+  agent?: boolean;
 }
 
 /** Thrown for a bad config: C_Initialize fails with CKR_GENERAL_ERROR and logs `${file}: ${field}: ${message}`. */

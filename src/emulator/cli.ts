@@ -24,6 +24,10 @@ const USAGE = `usage: azure-keyvault-pkcs11 emulator [options]
   --retry-after S          Retry-After seconds on injected 429s (default 1)
   --unavailable-rate F     fraction answered 503
   --drop-rate F            fraction whose connection is dropped
+  --stall-rate F           fraction held for --stall-ms before they are answered normally
+  --stall-ms N             how long a stalled request is held (default 5000)
+  --fault-operations LIST  apply the faults only to these operations, comma-separated (e.g. get-certificate,sign;
+                           names as in docs/emulator.md; default every data-plane request)
   --fault-seed N           seed for the fault sequence (same seed, same order: same faults)
 
 Prints READY {"url","identityEndpoint","identityHeader","caFile","tenantId"} on stdout when serving.
@@ -57,6 +61,9 @@ export function parseEmulatorArgs(args: string[]): EmulatorOptions | "help" {
       "retry-after": { type: "string" },
       "unavailable-rate": { type: "string" },
       "drop-rate": { type: "string" },
+      "stall-rate": { type: "string" },
+      "stall-ms": { type: "string" },
+      "fault-operations": { type: "string" },
       "fault-seed": { type: "string" },
     },
   });
@@ -80,14 +87,17 @@ export function parseEmulatorArgs(args: string[]): EmulatorOptions | "help" {
   set("identityHeader", values["identity-header"]);
   set("tokenLifetimeSeconds", number("token-lifetime", values["token-lifetime"], true));
   const faults: NonNullable<EmulatorOptions["faults"]> = {};
-  const setFault = <K extends keyof typeof faults>(key: K, value: number | undefined): void => {
+  const setFault = <K extends Exclude<keyof typeof faults, "operations">>(key: K, value: number | undefined): void => {
     if (value !== undefined) faults[key] = value;
   };
   setFault("throttleRate", number("throttle-rate", values["throttle-rate"], false));
   setFault("retryAfterSeconds", number("retry-after", values["retry-after"], true));
   setFault("unavailableRate", number("unavailable-rate", values["unavailable-rate"], false));
   setFault("dropRate", number("drop-rate", values["drop-rate"], false));
+  setFault("stallRate", number("stall-rate", values["stall-rate"], false));
+  setFault("stallMs", number("stall-ms", values["stall-ms"], true));
   setFault("seed", number("fault-seed", values["fault-seed"], true));
+  if (values["fault-operations"] !== undefined) faults.operations = values["fault-operations"].split(",").map((s) => s.trim()).filter((s) => s !== "");
   if (Object.keys(faults).length > 0) options.faults = faults;
   return options;
 }

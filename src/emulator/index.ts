@@ -9,11 +9,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { TokenService } from "./auth.ts";
 import { CertificateStore, createSelfSignedCertificate, parseCertificateSpec, parseEkuList, startUpPolicy } from "./certificates.ts";
-import { FaultInjector } from "./faults.ts";
+import { FaultInjector, type FaultOptions } from "./faults.ts";
 import { KeyStore, parseKeySpecs } from "./keystore.ts";
 import { IDENTITY_PATH, createHttpsHandler, createIdentityHandler, type VaultState } from "./server.ts";
 import { warmUpCurves } from "./operations.ts";
 import { createPki } from "./tls.ts";
+
+export type { FaultOptions } from "./faults.ts";
 
 export interface EmulatorOptions {
   /** 0 = pick a free port (default). */
@@ -35,7 +37,8 @@ export interface EmulatorOptions {
   tenantId?: string;
   /** Default random. */
   identityHeader?: string;
-  faults?: { throttleRate?: number; unavailableRate?: number; dropRate?: number; retryAfterSeconds?: number; seed?: number };
+  /** Injected faults on data-plane requests (docs/emulator.md); setFaults() replaces them at run time. */
+  faults?: FaultOptions;
   /** Default 3600 (tests use small values to test expiry). */
   tokenLifetimeSeconds?: number;
 }
@@ -61,6 +64,13 @@ export interface RunningEmulator {
    * only the requests on the key or certificate of that name (any case).
    */
   requestCounts(name?: string): Record<string, number>;
+  /** Access tokens issued so far by the identity and Entra ID endpoints. */
+  tokensIssued(): number;
+  /**
+   * Replaces the injected faults from the next request on (undefined: none). Invalid options throw and leave the
+   * current faults in place. Requests already held by a stall finish as they were drawn.
+   */
+  setFaults(faults: FaultOptions | undefined): void;
   close(): Promise<void>;
 }
 
@@ -112,6 +122,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
     identityHeader,
     requestCounts: new Map(),
     requestCountsByName: new Map(),
+    tokensIssued: 0,
   };
 
   const addCertificate = async (name: string, ekus?: string[]): Promise<void> => {
@@ -178,6 +189,10 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
         await Promise.all(parsed.filter((s) => !s.request.kty.startsWith("oct")).map((s) => addCertificate(s.name, ekus)));
       }
     },
+    setFaults(faults: FaultOptions | undefined): void {
+      state.faults = new FaultInjector(faults);
+    },
+    tokensIssued: () => state.tokensIssued,
     requestCounts: (name?: string) => Object.fromEntries(name === undefined ? state.requestCounts : state.requestCountsByName.get(name.toLowerCase()) ?? []),
     close(): Promise<void> {
       closed ??= (async () => {

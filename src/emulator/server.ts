@@ -34,6 +34,8 @@ export interface VaultState {
   requestCounts: Map<string, number>;
   /** The same, for each key or certificate name a request names (lower case, as the vault's names are case-blind). */
   requestCountsByName: Map<string, Map<string, number>>;
+  /** Access tokens issued (managed identity and Entra ID token endpoints), for tests that prove a credential was reused. */
+  tokensIssued: number;
 }
 
 interface Reply {
@@ -391,6 +393,7 @@ function clientCredentialsToken(state: VaultState, raw: Buffer, contentType: str
   const resourceScope = scope.split(" ").find((s) => s.endsWith("/.default"));
   if (!resourceScope) return oauthError(400, "invalid_scope", 1002012, `The provided value for scope ${scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier.`);
   const token = state.tokens.issue(resourceFromScope(resourceScope), clientId);
+  state.tokensIssued++;
   const expiresIn = token.expiresOn - Math.floor(Date.now() / 1000);
   return { status: 200, body: { token_type: "Bearer", expires_in: expiresIn, ext_expires_in: expiresIn, access_token: token.accessToken } };
 }
@@ -446,11 +449,21 @@ function instanceDiscovery(base: string, url: URL): Reply {
   };
 }
 
+/** Every name requestOperation can return: what request counts are keyed by and fault `operations` may list. */
+export const DATA_PLANE_OPERATIONS = [
+  "list-keys", "get-key", "delete-key", "create-key", "rotate-key", "list-key-versions", "update-key",
+  "sign", "verify", "encrypt", "decrypt", "wrapkey", "unwrapkey",
+  "list-deleted-keys", "get-deleted-key", "recover-deleted-key", "purge-deleted-key",
+  "list-certificates", "get-certificate", "create-certificate", "get-certificate-operation", "get-certificate-policy", "list-certificate-versions",
+  "get-random-bytes", "other",
+] as const;
+export type DataPlaneOperation = (typeof DATA_PLANE_OPERATIONS)[number];
+
 /**
  * The operation a data-plane request asks for, named after the REST API's operation ("get-key", "sign",
  * "list-key-versions" ...), from the method and path alone so that counting costs no more than a few compares.
  */
-export function requestOperation(method: string, segments: string[]): string {
+export function requestOperation(method: string, segments: string[]): DataPlaneOperation {
   const [collection, name, third, fourth] = segments;
   const listing = name === undefined || name === "";
   switch (collection) {
@@ -463,7 +476,7 @@ export function requestOperation(method: string, segments: string[]): string {
         if (third === "versions") return "list-key-versions";
         return method === "PATCH" ? "update-key" : "get-key";
       }
-      return CRYPTO_ROUTES[fourth] ? fourth : "other";
+      return CRYPTO_ROUTES[fourth] ? (fourth as DataPlaneOperation) : "other";
     case "deletedkeys":
       if (listing) return "list-deleted-keys";
       if (third === "recover") return "recover-deleted-key";
@@ -532,7 +545,18 @@ export function createHttpsHandler(state: VaultState): (req: IncomingMessage, re
         }
         const operation = requestOperation(req.method ?? "GET", segments);
         countRequest(state, operation, segments);
-        const fault = state.faults.next();
+        // setFaults() may replace the injector while this request is held: it keeps the faults it drew.
+        const faults = state.faults;
+        const fault = faults.next(operation);
+        if (fault === "stall") {
+          log.debug(`emulator: ${req.method} ${url.pathname} -> held for ${faults.stallMs} ms (injected)`);
+          // Unref'd: a stalled request never keeps the process alive after close().
+          await delay(faults.stallMs, undefined, { ref: false });
+          if (req.socket.destroyed) {
+            log.debug(`emulator: ${req.method} ${url.pathname}: the client left during the stall`);
+            return;
+          }
+        }
         if (fault === "drop") {
           log.debug(`emulator: ${req.method} ${url.pathname} -> dropped connection (injected)`);
           req.socket.destroy();
@@ -542,7 +566,7 @@ export function createHttpsHandler(state: VaultState): (req: IncomingMessage, re
           reply = {
             status: 429,
             body: new KeyVaultError(429, "Throttled", "Request was not processed because too many requests were received. Reason: VaultRequestTypeLimitReached").body(),
-            headers: { "Retry-After": String(state.faults.retryAfterSeconds) },
+            headers: { "Retry-After": String(faults.retryAfterSeconds) },
           };
         } else if (fault === "unavailable") {
           reply = { status: 503, body: new KeyVaultError(503, "ServiceUnavailable", "The service is temporarily unavailable. Please retry later.").body() };
@@ -592,6 +616,7 @@ export function createIdentityHandler(state: VaultState): (req: IncomingMessage,
       if (!resource) return { status: 400, body: { statusCode: 400, message: "The 'resource' query parameter is required." } };
       const clientId = url.searchParams.get("client_id") ?? state.tokens.principalId;
       const token = state.tokens.issue(resourceFromScope(resource), clientId);
+      state.tokensIssued++;
       return {
         status: 200,
         body: { access_token: token.accessToken, expires_on: String(token.expiresOn), resource, token_type: "Bearer", client_id: clientId },

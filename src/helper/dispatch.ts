@@ -2,14 +2,14 @@
 // encoded. Replies always have their full shape (zeros when rv is an error), so the shim decodes one shape per
 // function. Adding a function means one entry here and the code it calls.
 import { blankPadded, Reader, type OutRequest, type Writer } from "../protocol/codec.ts";
-import { FunctionId } from "../protocol/functions.ts";
+import { FunctionId, PROTOCOL_VERSION } from "../protocol/functions.ts";
 import { CKR } from "../pkcs11/constants.ts";
 import { Pkcs11Error } from "../pkcs11/error.ts";
 import type { OutResult } from "../session/operations.ts";
 import { andThen, type Immediate } from "../session/immediate.ts";
 import type { Session } from "../session/session.ts";
 import type { AttributeRequest } from "../token/attributes.ts";
-import { CRYPTOKI_VERSION, LIBRARY_DESCRIPTION, LIBRARY_MANUFACTURER, LIBRARY_VERSION, TOKEN_MANUFACTURER, type Pkcs11Module } from "./module.ts";
+import { CRYPTOKI_VERSION, LIBRARY_DESCRIPTION, LIBRARY_MANUFACTURER, LIBRARY_VERSION, TOKEN_MANUFACTURER, type Pkcs11Module, type RestoredLogin, type RestoredSession } from "./module.ts";
 
 export interface Handler<A = unknown, R = unknown> {
   name: string;
@@ -76,8 +76,15 @@ export const HANDLERS = new Map<number, Handler>([
     FunctionId.C_Initialize,
     define({
       name: "C_Initialize",
-      decode: (r) => ({ version: r.u32(), ulongSize: r.u8(), flags: r.ulong() }),
-      run: (m, a) => m.initialize(a.version, a.ulongSize),
+      decode: (r) => {
+        const version = r.u32();
+        const ulongSize = r.u8();
+        const flags = r.ulong();
+        // Only a shim of this protocol version sends its call timeout; an older one gets the version error.
+        const callTimeoutMs = version === PROTOCOL_VERSION ? r.ulong() : undefined;
+        return { version, ulongSize, flags, callTimeoutMs };
+      },
+      run: (m, a) => m.initialize(a.version, a.ulongSize, a.callTimeoutMs),
       encode: nothing,
     }),
   ],
@@ -365,7 +372,8 @@ export const HANDLERS = new Map<number, Handler>([
     FunctionId.C_SeedRandom,
     define({
       name: "C_SeedRandom",
-      decode: decodeSessionData,
+      // The shim sends only the seed's length: every seed is refused.
+      decode: (r) => ({ session: r.ulong(), length: r.ulong() }),
       run: (m, a) => {
         m.session(a.session);
         throw new Pkcs11Error(CKR.RANDOM_SEED_NOT_SUPPORTED);
@@ -385,5 +393,21 @@ export const HANDLERS = new Map<number, Handler>([
   [
     FunctionId.C_SessionCancel,
     define({ name: "C_SessionCancel", decode: (r) => ({ session: r.ulong(), flags: r.ulong() }), run: (m, a) => m.initialized.operations.cancel(m.session(a.session), a.flags), encode: nothing }),
+  ],
+  [
+    FunctionId.RestoreSessions,
+    define({
+      name: "RestoreSessions",
+      decode: (r) => {
+        const sessions: RestoredSession[] = [];
+        // Each entry is at least 24 bytes, so a bogus count runs out of payload (ProtocolError) long before memory.
+        for (let n = r.u32(); n > 0; n--) sessions.push({ handle: r.ulong(), slot: r.ulong(), flags: r.ulong() });
+        const logins: RestoredLogin[] = [];
+        for (let n = r.u32(); n > 0; n--) logins.push({ slot: r.ulong(), userType: r.ulong() });
+        return { sessions, logins };
+      },
+      run: (m, a) => m.restoreSessions(a.sessions, a.logins),
+      encode: nothing,
+    }),
   ],
 ]);

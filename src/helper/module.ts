@@ -2,11 +2,11 @@
 // sessions. General-purpose, slot and token functions live here; session operations in src/session/.
 import { randomBytes } from "node:crypto";
 import { loadConfig, discoverSlots } from "../config/index.ts";
-import { ConfigError } from "../config/types.ts";
+import { ConfigError, type ModuleConfig } from "../config/types.ts";
 import { createVaultBackend } from "../vault/index.ts";
 import type { VaultBackend } from "../vault/types.ts";
 import { log } from "../log/log.ts";
-import { CK_EFFECTIVELY_INFINITE, CK_UNAVAILABLE_INFORMATION, CKF, CKR } from "../pkcs11/constants.ts";
+import { CK_EFFECTIVELY_INFINITE, CK_UNAVAILABLE_INFORMATION, CKF, CKR, CKU } from "../pkcs11/constants.ts";
 import { Pkcs11Error } from "../pkcs11/error.ts";
 import { PROTOCOL_VERSION } from "../protocol/functions.ts";
 import { mechanismSpec, flagsForKey, mechanismsForKey } from "../mechanisms/table.ts";
@@ -43,6 +43,28 @@ export interface TokenInfo {
   freePrivate: number;
 }
 
+/** A session the application opened on a helper that died (native/recovery.c). */
+export interface RestoredSession {
+  handle: number;
+  slot: number;
+  flags: number;
+}
+
+export interface RestoredLogin {
+  slot: number;
+  userType: number;
+}
+
+/**
+ * A PKCS#11 call makes at most two remote operations one after the other (the key's first load, then the
+ * operation itself), so each gets at most half of the shim's call timeout: the helper answers a slow vault with
+ * CKR_DEVICE_ERROR before the shim gives up on the helper and replaces it.
+ */
+export function remoteDeadlineMs(configuredMs: number, callTimeoutMs: number | undefined): number {
+  if (!callTimeoutMs) return configuredMs;
+  return Math.max(1, Math.min(configuredMs, Math.floor(callTimeoutMs / 2) - 100));
+}
+
 export interface InitializedState {
   ulongSize: number;
   backend: VaultBackend;
@@ -51,15 +73,41 @@ export interface InitializedState {
   operations: Operations;
 }
 
+/**
+ * Where an application's configuration and vault backend come from: loaded afresh for a private helper's one
+ * application, or shared by every connection of an agent context (src/agent/).
+ */
+export interface VaultSource {
+  /** Throws ConfigError for a bad configuration. */
+  open(callTimeoutMs: number | undefined): { config: ModuleConfig; backend: VaultBackend };
+}
+
+/** A private helper: the configuration and credentials of its own environment, read at C_Initialize. */
+export function privateVaultSource(env: NodeJS.ProcessEnv = process.env): VaultSource {
+  return {
+    open(callTimeoutMs) {
+      let config = loadConfig(env);
+      const timeoutMs = remoteDeadlineMs(config.timeoutMs, callTimeoutMs);
+      if (timeoutMs !== config.timeoutMs) {
+        log.debug(`remote deadline ${timeoutMs} ms instead of ${config.timeoutMs} ms, to stay inside the module's call timeout of ${callTimeoutMs} ms`);
+        config = { ...config, timeoutMs };
+      }
+      return { config, backend: createVaultBackend(config, { env }) };
+    },
+  };
+}
+
 export class Pkcs11Module {
   private state: InitializedState | undefined;
+
+  constructor(private readonly vault: VaultSource = privateVaultSource()) {}
 
   get initialized(): InitializedState {
     if (!this.state) throw new Pkcs11Error(CKR.CRYPTOKI_NOT_INITIALIZED);
     return this.state;
   }
 
-  async initialize(protocolVersion: number, ulongSize: number): Promise<void> {
+  async initialize(protocolVersion: number, ulongSize: number, callTimeoutMs?: number): Promise<void> {
     if (this.state) throw new Pkcs11Error(CKR.CRYPTOKI_ALREADY_INITIALIZED);
     if (protocolVersion !== PROTOCOL_VERSION) {
       log.error(`the module library speaks protocol version ${protocolVersion}, this helper ${PROTOCOL_VERSION}: reinstall so that both come from one build`);
@@ -70,9 +118,9 @@ export class Pkcs11Module {
       throw new Pkcs11Error(CKR.GENERAL_ERROR);
     }
     const started = performance.now();
-    let config;
+    let opened;
     try {
-      config = loadConfig();
+      opened = this.vault.open(callTimeoutMs);
     } catch (error) {
       if (error instanceof ConfigError) {
         log.error(error.message);
@@ -80,9 +128,8 @@ export class Pkcs11Module {
       }
       throw error;
     }
+    const { config, backend } = opened;
     const configured = performance.now();
-    const backend = createVaultBackend(config);
-    const backendReady = performance.now();
     let slots;
     try {
       slots = await discoverSlots(config, backend);
@@ -97,15 +144,55 @@ export class Pkcs11Module {
     const operations = new Operations(backend, ulongSize);
     this.state = { ulongSize, backend, tokens, sessions: new SessionTable(), operations };
     log.debug(
-      `initialized: ${tokens.length} token(s), sizeof(CK_ULONG) = ${ulongSize}; config ${(configured - started).toFixed(1)} ms, ` +
-        `backend ${(backendReady - configured).toFixed(1)} ms, slots ${(performance.now() - backendReady).toFixed(1)} ms`,
+      `initialized: ${tokens.length} token(s), sizeof(CK_ULONG) = ${ulongSize}; config and backend ${(configured - started).toFixed(1)} ms, ` +
+        `slots ${(performance.now() - configured).toFixed(1)} ms`,
     );
   }
 
-  /** The helper exits right after replying (src/helper/serve.ts), which closes the vault connections. */
+  /**
+   * A private helper exits right after replying (src/helper/serve.ts), which closes the vault connections; an agent
+   * context keeps its backend for the next application.
+   */
   finalize(): void {
-    this.initialized.sessions.clear();
+    this.close(this.initialized);
+  }
+
+  /** An agent connection that ended without C_Finalize (its host died): the same clean-up, if there was a start. */
+  discard(): void {
+    if (this.state) this.close(this.state);
+  }
+
+  private close(state: InitializedState): void {
+    state.sessions.clear();
+    for (const token of state.tokens) token.stop();
     this.state = undefined;
+  }
+
+  /**
+   * A replacement helper takes over the application's open sessions, with their handles, slots and flags, and the
+   * login state of each slot. Active operations died with the old helper. Runs right after C_Initialize.
+   */
+  restoreSessions(sessions: RestoredSession[], logins: RestoredLogin[]): void {
+    const { sessions: table, tokens } = this.initialized;
+    const handles = new Set(sessions.map((session) => session.handle));
+    if (handles.size !== sessions.length || sessions.some((session) => table.has(session.handle))) {
+      throw new Pkcs11Error(CKR.ARGUMENTS_BAD, "a restored session handle is given twice or already in use");
+    }
+    let dropped = 0;
+    for (const { handle, slot, flags } of sessions) {
+      const token = tokens[slot];
+      // The config may have changed since the old helper started; a session whose slot is gone cannot return.
+      if (!token || !Number.isSafeInteger(handle) || handle <= 0) {
+        dropped++;
+        continue;
+      }
+      table.restore(handle, token, flags);
+    }
+    for (const { slot, userType } of logins) {
+      const token = tokens[slot];
+      if (token && token.sessions.size > 0) token.loginState = userType === CKU.SO ? "so" : "user";
+    }
+    if (dropped > 0) log.error(`${dropped} session(s) of the previous helper name slots that the configuration no longer has; they are closed`);
   }
 
   token(slotId: number): Token {

@@ -1,9 +1,9 @@
 // Serves the module link: reads request frames, runs each as its own async task and answers it when done, in
 // any order, so that many host threads can wait on the vault at once (docs/protocol.md).
-import type { Socket } from "node:net";
-import { isDebug, log } from "../log/log.ts";
+import type { Duplex } from "node:stream";
+import { isDebug, log, withLogSink } from "../log/log.ts";
 import { Reader, ProtocolError } from "../protocol/codec.ts";
-import { FrameReader, replyWriter, sealReply, type RequestFrame } from "../protocol/frames.ts";
+import { FrameReader, logFrame, replyWriter, sealReply, type RequestFrame } from "../protocol/frames.ts";
 import { FunctionId } from "../protocol/functions.ts";
 import { CKR, rvName } from "../pkcs11/constants.ts";
 import { Pkcs11Error } from "../pkcs11/error.ts";
@@ -15,8 +15,27 @@ export function describe(error: unknown): string {
   return error instanceof Error ? (error.stack ?? error.message) : String(error);
 }
 
-export function serve(socket: Socket, module = new Pkcs11Module(), exit: (code: number) => void = (code) => process.exit(code)): void {
+export interface ServeOptions {
+  /** Called once when the link ends (end-of-file, error, C_Finalize); a private helper exits. */
+  exit?: (code: number) => void;
+  /** Send the log lines of each call to the host that made it, as log frames (an agent's connections). */
+  forwardLogs?: boolean;
+  /** Called whenever the last call in flight has been answered (an agent draining for SIGTERM). */
+  onIdle?: () => void;
+}
+
+export interface ServedLink {
+  /** Calls read but not yet answered. */
+  inFlight(): number;
+  /** Ends the link; calls still running are answered into the void. */
+  close(): void;
+}
+
+/** Serves one application over `socket`: the private helper's socketpair, or one connection to an agent. */
+export function serve(socket: Duplex, module = new Pkcs11Module(), options: ServeOptions = {}): ServedLink {
+  const exit = options.exit ?? ((code: number) => process.exit(code));
   let finished = false;
+  let inFlight = 0;
 
   const finish = (code: number): void => {
     if (finished) return;
@@ -52,8 +71,10 @@ export function serve(socket: Socket, module = new Pkcs11Module(), exit: (code: 
       result = undefined;
       if (error instanceof Pkcs11Error) {
         rv = error.rv;
-        // Errors built with an explanation are worth a line; plain state errors are for debugging.
-        if (error.message !== rvName(error.rv)) log.warn(`${handler.name}: ${error.message} -> ${rvName(rv)}`);
+        // Errors built with an explanation are worth a line, once a minute when they repeat; plain state errors are
+        // for debugging, and vault failures were logged where they were mapped.
+        if (error.logged) log.debug(`${handler.name}: ${error.message} -> ${rvName(rv)}`);
+        else if (error.message !== rvName(error.rv)) log.warnOncePerMinute(`${handler.name}: ${error.message} -> ${rvName(rv)}`);
       } else if (error instanceof ProtocolError) {
         rv = CKR.GENERAL_ERROR;
         log.error(`${handler.name}: malformed request: ${error.message}`);
@@ -76,8 +97,20 @@ export function serve(socket: Socket, module = new Pkcs11Module(), exit: (code: 
     }
   }
 
+  const sendLine = (line: string): boolean => {
+    if (finished || socket.destroyed) return false;
+    socket.write(logFrame(line));
+    return true;
+  };
+  const track = (frame: RequestFrame): void => {
+    inFlight++;
+    void answer(frame).finally(() => {
+      if (--inFlight === 0) options.onIdle?.();
+    });
+  };
   const frames = new FrameReader((frame) => {
-    void answer(frame);
+    if (options.forwardLogs) withLogSink(sendLine, () => track(frame));
+    else track(frame);
   });
 
   socket.on("data", (chunk: Buffer) => {
@@ -95,4 +128,11 @@ export function serve(socket: Socket, module = new Pkcs11Module(), exit: (code: 
     log.error(`module link error: ${error.message}`);
     finish(1);
   });
+  return {
+    inFlight: () => inFlight,
+    close: () => {
+      socket.end();
+      finish(0);
+    },
+  };
 }

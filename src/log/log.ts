@@ -1,6 +1,8 @@
 // One logger for the helper and the CLI. It writes to stderr only: the helper's stdout is /dev/null, and a
 // PKCS#11 library must never write to its host's stdout. Debug lines appear only with AZURE_KEYVAULT_PKCS11_DEBUG.
 
+import { AsyncLocalStorage } from "node:async_hooks";
+
 const PREFIX = "AZURE_KEYVAULT";
 
 let debugEnabled = Boolean(process.env.AZURE_KEYVAULT_PKCS11_DEBUG);
@@ -28,12 +30,41 @@ export function redact(text: string): string {
   return out;
 }
 
+/**
+ * Where the lines of the call being served go instead of this process's stderr: an agent sends them to the host
+ * process that made the call, whose stderr a private helper would have shared (src/helper/serve.ts).
+ */
+const lineSink = new AsyncLocalStorage<(line: string) => boolean>();
+
+/**
+ * Runs `task` with its log lines, and those of everything it starts, going to `sink`; a sink that returns false
+ * (its connection is gone, but a timer started during a call still logs) leaves the line to this process's stderr.
+ */
+export function withLogSink<T>(sink: (line: string) => boolean, task: () => T): T {
+  return lineSink.run(sink, task);
+}
+
 function write(level: string, message: string): void {
+  const line = `${PREFIX}: ${level}${redact(message)}\n`;
+  const sink = lineSink.getStore();
   try {
-    process.stderr.write(`${PREFIX}: ${level}${redact(message)}\n`);
+    if (!sink?.(line)) process.stderr.write(line);
   } catch {
-    // A closed stderr must never take the helper down.
+    // A closed stderr or connection must never take the helper down.
   }
+}
+
+// An outage fails every call the same way: such a line is written once a minute, not once per call.
+const REPEAT_WINDOW_MS = 60_000;
+const lastWritten = new Map<string, number>();
+
+function firstInWindow(line: string): boolean {
+  const now = Date.now();
+  const previous = lastWritten.get(line);
+  if (previous !== undefined && now - previous < REPEAT_WINDOW_MS) return false;
+  if (lastWritten.size >= 1000) lastWritten.clear();
+  lastWritten.set(line, now);
+  return true;
 }
 
 export const log = {
@@ -48,5 +79,13 @@ export const log = {
   },
   error(message: string): void {
     write("error: ", message);
+  },
+  /** A warning that repeats is written at most once a minute. */
+  warnOncePerMinute(message: string): void {
+    if (firstInWindow(`w${message}`)) write("warning: ", message);
+  },
+  /** An error that repeats is written at most once a minute. */
+  errorOncePerMinute(message: string): void {
+    if (firstInWindow(`e${message}`)) write("error: ", message);
   },
 };

@@ -5,12 +5,17 @@ import { rvName } from "./constants.ts";
  * `message` is for logs only and says why, in terms a user can act on.
  */
 export class Pkcs11Error extends Error {
+  /** True when whoever threw it has written its log line already (src/token/vault-errors.ts). */
+  readonly logged: boolean;
+
   constructor(
     readonly rv: number,
     message?: string,
+    options: { logged?: boolean } = {},
   ) {
     super(message ?? rvName(rv));
     this.name = "Pkcs11Error";
+    this.logged = options.logged ?? false;
   }
 }
 

@@ -68,3 +68,13 @@ export function sealReply(writer: Writer, id: number, rv: number): Buffer {
   writer.patchUlong(8, rv);
   return writer.finish();
 }
+
+/**
+ * An unsolicited log line for the host (request id 0, never a call's id): an agent serves processes whose stderr
+ * it does not share, so it sends them the lines of their calls and the shim writes them to the host's stderr.
+ */
+export function logFrame(line: string): Buffer {
+  const writer = replyWriter();
+  writer.bytes(Buffer.from(line, "utf8"));
+  return sealReply(writer, 0, 0);
+}

@@ -47,7 +47,11 @@ export const FunctionId = {
   C_GenerateRandom: 65,
   C_LoginUser: 71,
   C_SessionCancel: 72,
+  /** The module's own call, not a PKCS#11 function: a replacement helper takes over the open sessions. */
+  RestoreSessions: 256,
+  /** The module's own call: the first frame on a connection to the agent, naming the host's context. */
+  AgentHello: 257,
 } as const;
 
 export type FunctionName = keyof typeof FunctionId;
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;

@@ -49,7 +49,8 @@ export class Operations {
 
   findInit(session: Session, template: Attribute[]): Immediate<void> {
     if (session.find) throw new Pkcs11Error(CKR.OPERATION_ACTIVE);
-    return andThen(loadedToken(session), (loaded) => {
+    // A find that can match a certificate still pending after a passing failure waits for its fetch (token.ts).
+    return andThen(session.token.forFind(template), (loaded) => {
       session.find = { handles: loaded.objects.filter((object) => object.attributes.matches(template)).map((object) => object.handle), position: 0 };
     });
   }

@@ -16,6 +16,10 @@ export class SessionTable {
     return session;
   }
 
+  has(handle: number): boolean {
+    return this.sessions.has(handle);
+  }
+
   open(token: Token, flags: number): Session {
     if ((flags & CKF.SERIAL_SESSION) === 0) throw new Pkcs11Error(CKR.SESSION_PARALLEL_NOT_SUPPORTED);
     const readWrite = (flags & CKF.RW_SESSION) !== 0;
@@ -23,6 +27,17 @@ export class SessionTable {
     const session = new Session(this.nextHandle++, token, readWrite);
     this.sessions.set(session.handle, session);
     token.sessions.add(session.handle);
+    return session;
+  }
+
+  /** A session of a helper that died, under its old handle (src/helper/module.ts restoreSessions). */
+  restore(handle: number, token: Token, flags: number): Session {
+    if (this.sessions.has(handle)) throw new Pkcs11Error(CKR.ARGUMENTS_BAD, `session ${handle} is restored twice`);
+    const session = new Session(handle, token, (flags & CKF.RW_SESSION) !== 0);
+    this.sessions.set(handle, session);
+    token.sessions.add(handle);
+    // Handles stay unique across helpers too: new sessions are numbered after every restored one.
+    this.nextHandle = Math.max(this.nextHandle, handle + 1);
     return session;
   }
 

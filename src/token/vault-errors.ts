@@ -6,18 +6,6 @@ import { log } from "../log/log.ts";
 
 export type VaultOperation = "load" | "sign" | "decrypt" | "random";
 
-// The same outage hits every call; say so once a minute rather than once per signature.
-const REPEAT_WINDOW_MS = 60_000;
-const lastLogged = new Map<string, number>();
-
-function logOnce(line: string): void {
-  const now = Date.now();
-  const previous = lastLogged.get(line);
-  if (previous !== undefined && now - previous < REPEAT_WINDOW_MS) return;
-  lastLogged.set(line, now);
-  if (lastLogged.size > 1000) lastLogged.clear();
-  log.error(line);
-}
 
 function rvFor(error: VaultError, operation: VaultOperation): number {
   switch (error.kind) {
@@ -43,16 +31,16 @@ const HINTS: Partial<Record<VaultError["kind"], string>> = {
   throttled: " (Key Vault throttled the requests and retries ran out)",
 };
 
-/** Turns any failure of a vault call into the Pkcs11Error to throw, logging why. */
+/** Turns any failure of a vault call into the Pkcs11Error to throw, logging why (once a minute while it repeats). */
 export function vaultFailure(error: unknown, label: string, operation: VaultOperation): Pkcs11Error {
   if (error instanceof Pkcs11Error) return error;
   if (error instanceof VaultError) {
     const rv = rvFor(error, operation);
     const status = error.statusCode ? ` HTTP ${error.statusCode}` : "";
-    logOnce(`${label}: ${operation} failed: ${error.kind}${status}: ${error.message}${HINTS[error.kind] ?? ""} -> ${rvName(rv)}`);
-    return new Pkcs11Error(rv, error.message);
+    log.errorOncePerMinute(`${label}: ${operation} failed: ${error.kind}${status}: ${error.message}${HINTS[error.kind] ?? ""} -> ${rvName(rv)}`);
+    return new Pkcs11Error(rv, error.message, { logged: true });
   }
   const message = error instanceof Error ? error.message : String(error);
-  logOnce(`${label}: ${operation} failed unexpectedly: ${message} -> CKR_DEVICE_ERROR`);
-  return new Pkcs11Error(CKR.DEVICE_ERROR, message);
+  log.errorOncePerMinute(`${label}: ${operation} failed unexpectedly: ${message} -> CKR_DEVICE_ERROR`);
+  return new Pkcs11Error(CKR.DEVICE_ERROR, message, { logged: true });
 }

@@ -23,6 +23,8 @@ export interface VaultBackendOptions {
   credential?: TokenCredential;
   /** Environment for the credential chain and NODE_EXTRA_CA_CERTS. Default process.env. */
   env?: NodeJS.ProcessEnv;
+  /** Build the trust list from env, never from what Node read at the process's start (an agent context). */
+  explicitTrust?: boolean;
   /** SDK retry policy. Default: 3 retries, 100 ms doubling to at most 2 s (Retry-After wins when sent). */
   retry?: { maxRetries: number; retryDelayInMs: number; maxRetryDelayInMs: number };
 }
@@ -53,7 +55,7 @@ export class AzureVaultBackend implements VaultBackend {
     options: VaultBackendOptions = {},
   ) {
     const env = options.env ?? process.env;
-    this.agents = new AgentPool(env);
+    this.agents = new AgentPool(env, options.explicitTrust);
     this.retry = options.retry ?? DEFAULT_RETRY;
     this.sdkRequestLogging = env.AZURE_KEYVAULT_PKCS11_DEBUG === "sdk";
     for (const slot of config.slots) {
@@ -62,7 +64,7 @@ export class AzureVaultBackend implements VaultBackend {
       files.push(slot.caFile);
       this.caFilesByVault.set(slot.vaultUrl, files);
     }
-    this.credential = options.credential ?? createCredential(env, { ca: buildCaList(config.caFiles, env), timeoutMs: config.timeoutMs });
+    this.credential = options.credential ?? createCredential(env, { ca: buildCaList(config.caFiles, env, options.explicitTrust), timeoutMs: config.timeoutMs });
   }
 
   async getKey(vaultUrl: string, name: string, version?: string): Promise<VaultKey> {

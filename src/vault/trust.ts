@@ -13,9 +13,12 @@ export function pemCertificates(file: string): string[] {
   return readFileSync(file, "utf8").match(PEM_BLOCK) ?? [];
 }
 
-/** The trust list to pass as `ca`, or undefined to keep Node's default store. */
-export function buildCaList(caFiles: readonly string[], env: NodeJS.ProcessEnv = process.env): string[] | undefined {
-  if (caFiles.length === 0) return undefined;
+/**
+ * The trust list to pass as `ca`, or undefined to keep Node's default store. `explicit` always builds the list: an
+ * agent context must trust its own NODE_EXTRA_CA_CERTS, which Node read once, for the agent process, at its start.
+ */
+export function buildCaList(caFiles: readonly string[], env: NodeJS.ProcessEnv = process.env, explicit = false): string[] | undefined {
+  if (caFiles.length === 0 && !explicit) return undefined;
   const list = [...rootCertificates];
   const extra = env.NODE_EXTRA_CA_CERTS;
   if (extra) {
@@ -34,14 +37,17 @@ export function buildCaList(caFiles: readonly string[], env: NodeJS.ProcessEnv =
 export class AgentPool {
   private readonly agents = new Map<string, Agent>();
 
-  constructor(private readonly env: NodeJS.ProcessEnv = process.env) {}
+  constructor(
+    private readonly env: NodeJS.ProcessEnv = process.env,
+    private readonly explicit = false,
+  ) {}
 
   get(caFiles: readonly string[]): Agent {
     const files = [...new Set(caFiles)].sort();
     const key = files.join("\n");
     let agent = this.agents.get(key);
     if (!agent) {
-      const ca = buildCaList(files, this.env);
+      const ca = buildCaList(files, this.env, this.explicit);
       // keepAlive: a TLS handshake costs far more than a signature's overhead budget. No socket cap: 16
       // concurrent signers must each get a connection rather than queue behind each other.
       // The trust list goes in as a prebuilt SecureContext, not as `ca`: https.Agent folds `ca` into the pool key

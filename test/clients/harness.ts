@@ -180,7 +180,48 @@ function baseEnv(dir: string): NodeJS.ProcessEnv {
   for (const name of ["AZURE_KEYVAULT_PKCS11_DEBUG", "AZURE_KEYVAULT_PKCS11_LOG_LEVEL", "AZURE_KEYVAULT_PKCS11_CALL_TIMEOUT_MS"]) {
     if (process.env[name] !== undefined) env[name] = process.env[name];
   }
+  // AKV_CLIENT_TESTS_AGENT=1 runs every client through a shared agent of the fixture's own (docs/agent.md).
+  if (process.env.AKV_CLIENT_TESTS_AGENT === "1") {
+    env.AZURE_KEYVAULT_PKCS11_AGENT = "1";
+    env.XDG_RUNTIME_DIR = path.join(dir, "run");
+  } else {
+    env.AZURE_KEYVAULT_PKCS11_AGENT = "0";
+  }
   return env;
+}
+
+/** A client run; with the agent on, a client that fell back to a private helper is a failure of the run. */
+async function runClient(file: string, args: readonly string[], options: RunOptions): Promise<RunResult> {
+  const result = await run(file, args, options);
+  if (options.env.AZURE_KEYVAULT_PKCS11_AGENT === "1" && /cannot use the agent/.test(result.stderr)) {
+    throw new Error(`${file} did not use the agent:\n${describe(result)}`);
+  }
+  return result;
+}
+
+/** Stops the fixture's agent, if its clients started one (it would otherwise idle out minutes later). */
+async function stopAgent(env: NodeJS.ProcessEnv): Promise<void> {
+  if (!env.XDG_RUNTIME_DIR) return;
+  let pid: number;
+  try {
+    pid = Number((await readFile(path.join(env.XDG_RUNTIME_DIR, "azure-keyvault-pkcs11", "agent.pid"), "utf8")).trim());
+  } catch {
+    return;
+  }
+  if (!Number.isInteger(pid) || pid <= 1) return;
+  try {
+    process.kill(pid, "SIGTERM");
+  } catch {
+    return;
+  }
+  for (let i = 0; i < 200; i++) {
+    try {
+      process.kill(pid, 0);
+    } catch {
+      return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
 }
 
 function makeKey(kind: KeyKind, keyName: string, tokenLabel: string, dir: string, publicKey: KeyObject, certificate: X509Certificate, pin?: string): ClientKey {
@@ -234,6 +275,7 @@ export async function startClientFixture(options: ClientFixtureOptions = {}): Pr
   const dir = await mkdtemp(path.join(tmpdir(), "akv-clients-"));
   const env = baseEnv(dir);
   await run("mkdir", ["-p", env.HOME as string], { env });
+  if (env.XDG_RUNTIME_DIR) await run("mkdir", ["-m", "700", env.XDG_RUNTIME_DIR], { env });
   const daemons: Daemon[] = [];
   let keys: { rsa: ClientKey; ec: ClientKey };
   let pin: string | undefined;
@@ -289,9 +331,9 @@ export async function startClientFixture(options: ClientFixtureOptions = {}): Pr
     ec: keys.ec,
     keys: [keys.rsa, keys.ec],
     file: (name) => path.join(dir, name),
-    run: (file, args, options) => run(file, args, { env, cwd: dir, ...options }),
+    run: (file, args, options) => runClient(file, args, { env, cwd: dir, ...options }),
     async runOk(file, args, options) {
-      const result = await run(file, args, { env, cwd: dir, ...options });
+      const result = await runClient(file, args, { env, cwd: dir, ...options });
       if (result.code !== 0) throw new Error(describe(result));
       return result;
     },
@@ -314,6 +356,7 @@ export async function startClientFixture(options: ClientFixtureOptions = {}): Pr
       return new X509Certificate(read.stdoutBytes);
     },
     async close() {
+      await stopAgent(env);
       await Promise.all(daemons.map((daemon) => daemon.stop()));
       if (process.env.AKV_CLIENT_TESTS_KEEP !== "1") await rm(dir, { recursive: true, force: true });
     },

@@ -1,8 +1,9 @@
-// Injected faults: 429 with Retry-After, 503, dropped connections; deterministic for a seed; the SDK's own retries
-// ride through a faulty emulator; --latency-ms delays responses.
+// Injected faults: 429 with Retry-After, 503, dropped connections, stalls; limited to some operations; replaced at run
+// time; deterministic for a seed; the SDK's own retries ride through a faulty emulator; --latency-ms delays responses.
 import test from "ava";
 import { createHash, createPublicKey, randomBytes, verify } from "node:crypto";
 import { CryptographyClient, KeyClient } from "@azure/keyvault-keys";
+import { parseEmulatorArgs } from "../../src/emulator/cli.ts";
 import { startTestEmulator, type TestEmulator } from "../fixtures/emulator.ts";
 import { managedIdentityToken, raw } from "./raw.ts";
 
@@ -16,20 +17,22 @@ test.after.always(async () => {
   await Promise.all(started.map((e) => e.close()));
 });
 
-/** Status of each of `count` sequential raw GETs; 0 for a dropped connection. */
-async function statuses(emulator: TestEmulator, count: number): Promise<number[]> {
+/** Status of each of `count` sequential raw GETs (of the key, or of `path`); 0 for a dropped connection. */
+async function statuses(emulator: TestEmulator, count: number, path = "/keys/signer"): Promise<number[]> {
   const token = await managedIdentityToken(emulator);
   const out: number[] = [];
   for (let i = 0; i < count; i++) {
     try {
-      const res = await raw(`${emulator.url}/keys/signer?api-version=2025-07-01`, { ca: emulator.caPem, headers: { authorization: `Bearer ${token}` } });
-      out.push(res.status);
+      out.push((await get(emulator, token, path)).status);
     } catch (error) {
       t_assertDropped(error);
       out.push(0);
     }
   }
   return out;
+}
+function get(emulator: TestEmulator, token: string, path: string) {
+  return raw(`${emulator.url}${path}?api-version=2025-07-01`, { ca: emulator.caPem, headers: { authorization: `Bearer ${token}` } });
 }
 function t_assertDropped(error: unknown): void {
   const code = (error as NodeJS.ErrnoException).code;
@@ -85,7 +88,89 @@ test("latencyMs delays data-plane responses by at least that much", async (t) =>
   t.true(performance.now() - start >= 149);
 });
 
+test("stallRate 1: each request is held for stallMs, then answered normally", async (t) => {
+  const emulator = await emulatorWith({ faults: { stallRate: 1, stallMs: 300 } });
+  const token = await managedIdentityToken(emulator);
+  const start = performance.now();
+  const res = await get(emulator, token, "/keys/signer");
+  // A lower bound only, as for latencyMs: the stall is a timer, so the answer can never come sooner.
+  t.true(performance.now() - start >= 299);
+  t.is(res.status, 200);
+  t.is(res.json.key.kty, "EC");
+});
+
+test("operations: only requests of the listed operations are faulted", async (t) => {
+  const emulator = await emulatorWith({ certs: ["signer"], faults: { unavailableRate: 1, operations: ["get-certificate", "sign"] } });
+  const token = await managedIdentityToken(emulator);
+  t.is((await get(emulator, token, "/keys/signer")).status, 200);
+  t.is((await get(emulator, token, "/keys")).status, 200);
+  t.is((await get(emulator, token, "/certificates/signer")).status, 503);
+  t.is((await get(emulator, token, "/certificates/signer/policy")).status, 200);
+  const sign = await raw(`${emulator.url}/keys/signer//sign?api-version=2025-07-01`, {
+    method: "POST",
+    ca: emulator.caPem,
+    headers: { authorization: `Bearer ${token}` },
+    body: { alg: "ES256", value: randomBytes(32).toString("base64url") },
+  });
+  t.is(sign.status, 503);
+});
+
+test("operations: requests of other operations draw nothing, so the faulted ones see the seed's sequence", async (t) => {
+  const faults = { unavailableRate: 0.5, seed: 11, operations: ["get-certificate"] };
+  const [alone, mixed] = await Promise.all([emulatorWith({ certs: ["signer"], faults }), emulatorWith({ certs: ["signer"], faults })]);
+  const expected = await statuses(alone, 20, "/certificates/signer");
+  const token = await managedIdentityToken(mixed);
+  const seen: number[] = [];
+  for (let i = 0; i < 20; i++) {
+    t.is((await get(mixed, token, "/keys/signer")).status, 200);
+    seen.push((await get(mixed, token, "/certificates/signer")).status);
+  }
+  t.deepEqual(seen, expected);
+  t.true(expected.includes(200) && expected.includes(503));
+});
+
+test("setFaults replaces the faults at run time; undefined clears them; bad options keep the old ones", async (t) => {
+  const emulator = await emulatorWith({});
+  const token = await managedIdentityToken(emulator);
+  t.is((await get(emulator, token, "/keys/signer")).status, 200);
+  emulator.setFaults({ unavailableRate: 1 });
+  t.is((await get(emulator, token, "/keys/signer")).status, 503);
+  t.throws(() => emulator.setFaults({ stallRate: 2 }), { message: /stallRate must be between 0 and 1/ });
+  t.throws(() => emulator.setFaults({ dropRate: 1, operations: ["get-cert"] }), { message: /unknown operation\(s\) 'get-cert'/ });
+  t.is((await get(emulator, token, "/keys/signer")).status, 503, "the faults before the refused call still apply");
+  emulator.setFaults({ dropRate: 1, operations: ["get-key"] });
+  t.deepEqual(await statuses(emulator, 2), [0, 0]);
+  t.is((await get(emulator, token, "/keys")).status, 200);
+  emulator.setFaults(undefined);
+  t.deepEqual(await statuses(emulator, 3), [200, 200, 200]);
+});
+
+test("setFaults does not release a request already held by a stall; new requests see the new faults", async (t) => {
+  const emulator = await emulatorWith({ faults: { stallRate: 1, stallMs: 3000 } });
+  const token = await managedIdentityToken(emulator);
+  const counted = emulator.requestCounts("signer")["get-key"] ?? 0;
+  const held = get(emulator, token, "/keys/signer");
+  let heldSettled = false;
+  void held.finally(() => (heldSettled = true));
+  // Bounded wait until the held request has arrived (and drawn its stall) before the faults change.
+  for (let i = 0; i < 200 && (emulator.requestCounts("signer")["get-key"] ?? 0) === counted; i++) await new Promise((r) => setTimeout(r, 10));
+  t.is(emulator.requestCounts("signer")["get-key"], counted + 1);
+  emulator.setFaults(undefined);
+  t.is((await get(emulator, token, "/keys/signer")).status, 200);
+  t.false(heldSettled, "the stalled request is still held");
+  t.is((await held).status, 200);
+});
+
 test("fault options are validated", async (t) => {
   await t.throwsAsync(startTestEmulator({ faults: { throttleRate: 1.5 } }), { message: /between 0 and 1/ });
   await t.throwsAsync(startTestEmulator({ faults: { throttleRate: 0.6, dropRate: 0.6 } }), { message: /more than 1/ });
+  await t.throwsAsync(startTestEmulator({ faults: { stallRate: 0.5, unavailableRate: 0.6 } }), { message: /more than 1/ });
+  await t.throwsAsync(startTestEmulator({ faults: { stallRate: 0.5, stallMs: -1 } }), { message: /stallMs must be a whole number/ });
+  await t.throwsAsync(startTestEmulator({ faults: { dropRate: 0.5, operations: ["sign", "Sign"] } }), { message: /unknown operation\(s\) 'Sign'/ });
+});
+
+test("CLI: --stall-rate, --stall-ms and --fault-operations", (t) => {
+  const options = parseEmulatorArgs(["--stall-rate", "0.25", "--stall-ms", "4000", "--fault-operations", "sign, get-certificate", "--drop-rate", "0.1"]);
+  t.deepEqual(options, { faults: { stallRate: 0.25, stallMs: 4000, dropRate: 0.1, operations: ["sign", "get-certificate"] } });
+  t.throws(() => parseEmulatorArgs(["--stall-ms", "1.5"]), { message: /--stall-ms: '1.5' is not a whole number/ });
 });

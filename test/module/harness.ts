@@ -12,14 +12,17 @@ import { fileURLToPath } from "node:url";
 import { readdirSync, readFileSync } from "node:fs";
 import pkcs11js from "pkcs11js";
 import { Worker } from "node:worker_threads";
-import type { EmulatorOptions, RunningEmulator as InProcessEmulator } from "../../src/emulator/index.ts";
+import type { EmulatorOptions, FaultOptions, RunningEmulator as InProcessEmulator } from "../../src/emulator/index.ts";
 
 /**
  * The emulator running on a worker thread (see emulator-worker.ts), with the in-process emulator's interface except
- * that reading the request counts is a message round trip.
+ * that reading the request counts and setting faults are message round trips.
  */
-export interface RunningEmulator extends Omit<InProcessEmulator, "requestCounts"> {
+export interface RunningEmulator extends Omit<InProcessEmulator, "requestCounts" | "tokensIssued" | "setFaults"> {
   requestCounts(name?: string): Promise<Record<string, number>>;
+  tokensIssued(): Promise<number>;
+  /** In effect from the next request the emulator receives once the promise resolves. */
+  setFaults(faults: FaultOptions | undefined): Promise<void>;
 }
 
 export function startEmulator(options: EmulatorOptions): Promise<RunningEmulator> {
@@ -38,7 +41,7 @@ export function startEmulator(options: EmulatorOptions): Promise<RunningEmulator
     });
   return new Promise((resolve, reject) => {
     worker.once("error", reject);
-    worker.on("message", (message: { type: string; id?: number; error?: string; value?: unknown; info?: Omit<InProcessEmulator, "addKey" | "requestCounts" | "close"> }) => {
+    worker.on("message", (message: { type: string; id?: number; error?: string; value?: unknown; info?: Omit<InProcessEmulator, "addKey" | "requestCounts" | "setFaults" | "close"> }) => {
       if (message.type === "ready") {
         resolve({
           ...message.info!,
@@ -46,6 +49,10 @@ export function startEmulator(options: EmulatorOptions): Promise<RunningEmulator
             await call({ type: "addKey", spec, certificate: addOptions?.certificate });
           },
           requestCounts: async (name) => (await call({ type: "requestCounts", name })) as Record<string, number>,
+          tokensIssued: async () => (await call({ type: "tokensIssued" })) as number,
+          setFaults: async (faults) => {
+            await call({ type: "setFaults", faults });
+          },
           close: () =>
             (closing ??= (async () => {
               await call({ type: "close" });
@@ -196,6 +203,8 @@ export async function startModuleFixture(options: FixtureOptions): Promise<Modul
   process.env.IDENTITY_HEADER = emulator.identityHeader;
   process.env.NODE_EXTRA_CA_CERTS = emulator.caFile;
   process.env.AZURE_KEYVAULT_PKCS11_CONFIG = configPath;
+  // Private helpers, whatever the machine's runtime folder: the agent has tests of its own (test/agent/).
+  process.env.AZURE_KEYVAULT_PKCS11_AGENT ??= "0";
   process.env.HOME = dir;
   if (options.discover) process.env.AZURE_KEYVAULT_URL = emulator.url;
   else delete process.env.AZURE_KEYVAULT_URL;

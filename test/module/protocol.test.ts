@@ -76,9 +76,11 @@ test("the bundled helper answers out of order and exits on end-of-file", async (
       pending = pending.subarray(4 + length);
     }
   });
-  const initialize = Buffer.alloc(13);
-  initialize.writeUInt32LE(1, 0);
+  // Protocol version 2, sizeof(CK_ULONG) 8, flags 0, call timeout 120000 ms.
+  const initialize = Buffer.alloc(21);
+  initialize.writeUInt32LE(2, 0);
   initialize[4] = 8;
+  initialize.writeBigUInt64LE(120000n, 13);
   link.write(Buffer.concat([requestFrame(41, 3, Buffer.alloc(0)), requestFrame(42, 1, initialize)]));
   const exited = new Promise<number | null>((resolve) => child.on("exit", resolve));
   for (let i = 0; i < 200 && replies.size < 2; i++) await new Promise((resolve) => setTimeout(resolve, 25));

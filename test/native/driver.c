@@ -64,6 +64,11 @@ static long helper_pid(void) {
   return pid;
 }
 
+/* kill() with a pid of 0 or -1 would signal the whole process group or every process: only ever a real pid. */
+static void kill_helper(long pid, int sig) {
+  if (pid > 1) kill((pid_t)pid, sig);
+}
+
 static int count_dir(const char *path) {
   DIR *d = opendir(path);
   int n = 0;
@@ -295,10 +300,16 @@ static void scenario_threads(int threads, int rounds) {
 
 static void scenario_timeout(void) {
   PRINT_RV("init", f->C_Initialize(NULL));
+  long before = helper_pid();
   CK_BYTE out[64];
   CK_ULONG len = sizeof out;
   PRINT_RV("sign.slow", sign("sleep:10000", out, &len));
+  /* The helper that did not answer is gone at once: killed and reaped, so nothing it still held can happen. */
+  printf("afterTimeout.children %d\n", count_children());
+  printf("afterTimeout.oldHelperGone %d\n", before > 1 && kill((pid_t)before, 0) != 0);
   printf("sign.afterTimeout %d\n", sign_matches("quick"));
+  long after = helper_pid();
+  printf("helper.replaced %d\n", after > 0 && after != before);
   PRINT_RV("Finalize", f->C_Finalize(NULL));
 }
 
@@ -309,18 +320,34 @@ static void *slow_sign(void *arg) {
   return NULL;
 }
 
+static int restores_reported(void) {
+  char *report = helper_report();
+  int n = report != NULL ? (int)strtol(strstr(report, "\"restores\":") + 11, NULL, 10) : -1;
+  free(report);
+  return n;
+}
+
 static void scenario_kill(void) {
   PRINT_RV("init", f->C_Initialize(NULL));
+  CK_SESSION_HANDLE session = 0;
+  PRINT_RV("open", f->C_OpenSession(10, CKF_SERIAL_SESSION, NULL, NULL, &session));
   CK_BYTE out[64];
   CK_ULONG len = sizeof out;
   PRINT_RV("sign.die", sign("die", out, &len));
-  PRINT_RV("sign.afterDeath", sign("anything", out, &len));
-  PRINT_RV("Finalize", f->C_Finalize(NULL));
-  PRINT_RV("reinit", f->C_Initialize(NULL));
-  printf("sign.afterReinit %d\n", sign_matches("alive again"));
+  /* The helper that died is reaped before any further call. */
+  printf("afterDeath.children %d\n", count_children());
+  long first = helper_pid();
+  printf("sign.afterDeath %d\n", sign_matches("anything"));
+  printf("afterDeath.restores %d\n", restores_reported());
+
+  /* Killed from outside while idle: the next call notices before its request is sent and runs on a new helper. */
+  kill_helper(first, SIGKILL);
+  usleep(50000);
+  printf("sign.afterIdleKill %d\n", sign_matches("after an idle kill"));
+  long second = helper_pid();
+  printf("idleKill.newPid %d\n", second > 0 && second != first);
 
   /* Killed from outside while a call waits for it. */
-  long pid = helper_pid();
   CK_RV slow_rv = 0;
   pthread_t t;
   pthread_create(&t, NULL, slow_sign, &slow_rv);
@@ -332,15 +359,43 @@ static void scenario_kill(void) {
     if (busy) break;
     usleep(10000);
   }
-  kill((pid_t)pid, SIGKILL);
+  kill_helper(second, SIGKILL);
   pthread_join(t, NULL);
   PRINT_RV("sign.killedMidCall", slow_rv);
-  PRINT_RV("Finalize2", f->C_Finalize(NULL));
-  PRINT_RV("reinit2", f->C_Initialize(NULL));
-  printf("sign.afterReinit2 %d\n", sign_matches("alive once more"));
-  printf("helper.newPid %d\n", helper_pid() != pid);
-  PRINT_RV("Finalize3", f->C_Finalize(NULL));
+  printf("midCall.children %d\n", count_children());
+  printf("sign.afterMidCallKill %d\n", sign_matches("alive once more"));
+  long third = helper_pid();
+  printf("midCall.newPid %d\n", third > 0 && third != second && third != first);
+  PRINT_RV("Finalize", f->C_Finalize(NULL));
   printf("children %d\n", count_children());
+  PRINT_RV("reinit", f->C_Initialize(NULL));
+  printf("sign.afterReinit %d\n", sign_matches("alive again"));
+  printf("afterReinit.restores %d\n", restores_reported());
+  PRINT_RV("Finalize2", f->C_Finalize(NULL));
+}
+
+/* A replacement helper that dies at start-up, again and again: the module must back off, not fork in a loop. */
+static void scenario_backoff(void) {
+  PRINT_RV("init", f->C_Initialize(NULL));
+  setenv("FAKE_HELPER_MODE", "die-on-init", 1);
+  kill_helper(helper_pid(), SIGKILL);
+  usleep(50000);
+  CK_BYTE out[64];
+  int failures = 0;
+  for (int i = 0; i < 200; i++) {
+    CK_ULONG len = sizeof out;
+    failures += sign("during the outage", out, &len) == CKR_DEVICE_ERROR;
+  }
+  printf("outage.deviceErrors %d\n", failures);
+  unsetenv("FAKE_HELPER_MODE");
+  /* Past the back-off a healthy helper starts again; bounded wait. */
+  int recovered = 0;
+  for (int i = 0; i < 100 && !recovered; i++) {
+    recovered = sign_matches("after the outage");
+    if (!recovered) usleep(100000);
+  }
+  printf("recovered %d\n", recovered);
+  PRINT_RV("Finalize", f->C_Finalize(NULL));
 }
 
 static void scenario_fork(void) {
@@ -363,7 +418,7 @@ static void scenario_fork(void) {
     printf("child.sign %d\n", sign_matches("in the child"));
     long child_helper = helper_pid();
     printf("child.ownHelper %d\n", child_helper > 0 && child_helper != parent_helper);
-    printf("child.parentHelperAlive %d\n", kill((pid_t)parent_helper, 0) == 0);
+    printf("child.parentHelperAlive %d\n", parent_helper > 1 && kill((pid_t)parent_helper, 0) == 0);
     PRINT_RV("child.Finalize2", f->C_Finalize(NULL));
     printf("child.children %d\n", count_children());
     fflush(stdout);
@@ -473,6 +528,7 @@ int main(int argc, char **argv) {
   else if (strcmp(s, "threads") == 0) scenario_threads(atoi(argv[3]), atoi(argv[4]));
   else if (strcmp(s, "timeout") == 0) scenario_timeout();
   else if (strcmp(s, "kill") == 0) scenario_kill();
+  else if (strcmp(s, "backoff") == 0) scenario_backoff();
   else if (strcmp(s, "fork") == 0) scenario_fork();
   else if (strcmp(s, "cycles") == 0) scenario_cycles(atoi(argv[3]));
   else if (strcmp(s, "mutex") == 0) scenario_mutex();

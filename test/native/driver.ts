@@ -70,7 +70,8 @@ export interface DriverOptions {
 }
 
 export function runDriver(scenario: string, args: string[] = [], options: DriverOptions = {}): Promise<DriverRun> {
-  const env: NodeJS.ProcessEnv = { ...process.env, AZURE_KEYVAULT_PKCS11_HELPER: fakeHelperPath };
+  // The fake helper has no agent mode: these hosts always use a private helper.
+  const env: NodeJS.ProcessEnv = { ...process.env, AZURE_KEYVAULT_PKCS11_HELPER: fakeHelperPath, AZURE_KEYVAULT_PKCS11_AGENT: "0" };
   for (const [key, value] of Object.entries(options.env ?? {})) {
     if (value === undefined) delete env[key];
     else env[key] = value;
