@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { ProtocolError, Reader, Writer } from "../../src/protocol/codec.ts";
 import { FrameReader, MAX_FRAME_BYTES, type RequestFrame } from "../../src/protocol/frames.ts";
-import { FunctionId } from "../../src/protocol/functions.ts";
+import { FunctionId, PROTOCOL_VERSION } from "../../src/protocol/functions.ts";
 import { CKR } from "../../src/pkcs11/constants.ts";
 import { HANDLERS } from "../../src/helper/dispatch.ts";
 import { repoRoot } from "../module/harness.ts";
@@ -263,8 +263,9 @@ async function waitFor(condition: () => boolean, rounds = 400): Promise<boolean>
   return condition();
 }
 
+/** C_Initialize as this build's shim sends it: protocol version, sizeof(CK_ULONG), flags, call timeout. */
 function initializePayload(): Buffer {
-  return new Writer().u32(1).u8(8).ulong(0).finish();
+  return new Writer().u32(PROTOCOL_VERSION).u8(8).ulong(0).ulong(60_000).finish();
 }
 
 /** The helper closed the link after a protocol error: one log line, a clean exit, nothing on stdout. */
@@ -332,7 +333,7 @@ test("garbage function ids and garbage payloads get an error rv each, before and
     sent.push(++id);
     helper.link.write(requestFrame(id, functionId, payload));
   };
-  const garbageIds = [0, 4, 10, 47, 66, 68, 69, 70, 73, 0xffff, 0xffffffff];
+  const garbageIds = [0, 4, 10, 47, 66, 68, 69, 70, 73, 255, 257, 258, 0xffff, 0xffffffff];
   // After C_Initialize, half the well-shaped payloads name an open session and an object that exist.
   let session: bigint | undefined;
   const round = (): void => {
