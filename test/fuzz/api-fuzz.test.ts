@@ -25,8 +25,8 @@ const BIG_MIB = 65;
 const KNOWN_DEVIATIONS = [
   // The helper: CKU_CONTEXT_SPECIFIC with nobody logged in (src/session/sessions.ts).
   "C_Login:0x101", "C_LoginUser:0x101",
-  // The helper: a single-part call after an Update of the same operation.
-  "C_Sign:0x90", "C_Digest:0x90",
+  // The helper: a single-part call after an Update of the same operation (src/session/operations.ts).
+  "C_Sign:0x90", "C_Verify:0x90", "C_Digest:0x90",
 ];
 
 // Lines the helper writes only when something is wrong with it rather than with the caller's arguments.
