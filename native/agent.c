@@ -247,17 +247,6 @@ static int is_context_variable(const char *entry) {
   return 0;
 }
 
-static int send_all(int fd, const uint8_t *p, size_t n) {
-  while (n > 0) {
-    ssize_t sent = send(fd, p, n, MSG_NOSIGNAL);
-    if (sent < 0 && errno == EINTR) continue;
-    if (sent <= 0) return 0;
-    p += sent;
-    n -= (size_t)sent;
-  }
-  return 1;
-}
-
 static int recv_all(int fd, uint8_t *p, size_t n, long deadline) {
   while (n > 0) {
     struct pollfd pfd = {.fd = fd, .events = POLLIN};
@@ -292,11 +281,12 @@ static enum hello_result hello(int fd, char *why, size_t why_size) {
   wbuf_bytes(&b, cwd, strlen(cwd));
   wbuf_seal(&b, 1);
   enum hello_result result = HELLO_FAILED;
+  size_t sent = 0;
   uint8_t header[4], reply[WIRE_REPLY_MIN];
   long deadline = now_ms() + HELLO_TIMEOUT_MS;
   if (b.error != WIRE_OK) {
     snprintf(why, why_size, "the environment is too large to send");
-  } else if (!send_all(fd, b.data, b.len) || !recv_all(fd, header, sizeof header, deadline)) {
+  } else if (!wire_send_all(fd, b.data, b.len, &sent) || !recv_all(fd, header, sizeof header, deadline)) {
     snprintf(why, why_size, "it closed the connection or did not answer within %d ms", HELLO_TIMEOUT_MS);
   } else if (wire_get_u32(header) != WIRE_REPLY_MIN || !recv_all(fd, reply, sizeof reply, deadline) ||
              wire_get_u32(reply) != 1) {

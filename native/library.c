@@ -40,6 +40,9 @@ static int backoff_logged;
 
 static pthread_once_t fork_handlers_once = PTHREAD_ONCE_INIT;
 
+/* Caller holds state_mu. A forked child inherits `initialized` but not the right to use the parent's helper. */
+static int initialized_here(void) { return initialized && owner_pid == getpid(); }
+
 static void before_fork(void) {
   pthread_mutex_lock(&state_mu);
   recovery_before_fork();
@@ -81,7 +84,7 @@ CK_RV library_initialize(const CK_C_INITIALIZE_ARGS *args, library_handshake_fn 
 
   struct link *inherited = NULL;
   pthread_mutex_lock(&state_mu);
-  if (initialized && owner_pid == getpid()) {
+  if (initialized_here()) {
     pthread_mutex_unlock(&state_mu);
     pthread_mutex_unlock(&lifecycle_mu);
     return CKR_CRYPTOKI_ALREADY_INITIALIZED;
@@ -134,7 +137,7 @@ CK_RV library_initialize(const CK_C_INITIALIZE_ARGS *args, library_handshake_fn 
 CK_RV library_finalize(CK_RV (*goodbye)(struct link *link)) {
   pthread_mutex_lock(&lifecycle_mu);
   pthread_mutex_lock(&state_mu);
-  if (!initialized || owner_pid != getpid()) {
+  if (!initialized_here()) {
     pthread_mutex_unlock(&state_mu);
     pthread_mutex_unlock(&lifecycle_mu);
     return CKR_CRYPTOKI_NOT_INITIALIZED;
@@ -246,7 +249,7 @@ static CK_RV replace_helper(struct link *dead) {
 
 CK_RV library_enter(struct link **link) {
   pthread_mutex_lock(&state_mu);
-  if (!initialized || owner_pid != getpid()) {
+  if (!initialized_here()) {
     pthread_mutex_unlock(&state_mu);
     return CKR_CRYPTOKI_NOT_INITIALIZED;
   }
@@ -255,7 +258,7 @@ CK_RV library_enter(struct link **link) {
     pthread_mutex_lock(&lifecycle_mu);
     pthread_mutex_lock(&state_mu);
     /* C_Finalize, or another caller's replacement, may have run while this one waited. */
-    if (!initialized || owner_pid != getpid()) {
+    if (!initialized_here()) {
       pthread_mutex_unlock(&state_mu);
       pthread_mutex_unlock(&lifecycle_mu);
       return CKR_CRYPTOKI_NOT_INITIALIZED;
@@ -266,7 +269,7 @@ CK_RV library_enter(struct link **link) {
     pthread_mutex_unlock(&lifecycle_mu);
     if (rv != CKR_OK) return rv;
     pthread_mutex_lock(&state_mu);
-    if (!initialized || owner_pid != getpid()) {
+    if (!initialized_here()) {
       pthread_mutex_unlock(&state_mu);
       return CKR_CRYPTOKI_NOT_INITIALIZED;
     }
@@ -285,7 +288,7 @@ void library_leave(void) {
 
 CK_RV library_check(void) {
   pthread_mutex_lock(&state_mu);
-  CK_RV rv = initialized && owner_pid == getpid() ? CKR_OK : CKR_CRYPTOKI_NOT_INITIALIZED;
+  CK_RV rv = initialized_here() ? CKR_OK : CKR_CRYPTOKI_NOT_INITIALIZED;
   pthread_mutex_unlock(&state_mu);
   return rv;
 }
@@ -294,7 +297,7 @@ CK_RV library_check(void) {
  * helper sees end-of-file and exits. */
 __attribute__((destructor)) static void library_unload(void) {
   if (pthread_mutex_trylock(&state_mu) != 0) return;
-  struct link *link = initialized && owner_pid == getpid() ? current : NULL;
+  struct link *link = initialized_here() ? current : NULL;
   initialized = 0;
   current = NULL;
   pthread_mutex_unlock(&state_mu);

@@ -89,18 +89,6 @@ static unsigned long read_timeout_ms(void) {
   return value;
 }
 
-static int send_full(int fd, const uint8_t *p, size_t n, size_t *total) {
-  while (n > 0) {
-    ssize_t sent = send(fd, p, n, MSG_NOSIGNAL);
-    if (sent < 0 && errno == EINTR) continue;
-    if (sent <= 0) return 0;
-    p += sent;
-    n -= (size_t)sent;
-    *total += (size_t)sent;
-  }
-  return 1;
-}
-
 static struct timespec deadline_after(unsigned long ms) {
   struct timespec t;
   clock_gettime(CLOCK_MONOTONIC, &t);
@@ -407,7 +395,7 @@ CK_RV link_call(struct link *link, struct wbuf *request, const char *function, u
   size_t sent = 0;
   int send_failed = 1;
   if (lock_acquire(&link->writer) == CKR_OK) {
-    send_failed = !send_full(link->fd, request->data, request->len, &sent);
+    send_failed = !wire_send_all(link->fd, request->data, request->len, &sent);
     lock_release(&link->writer);
   }
 

@@ -1,8 +1,10 @@
 #include "wire.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 static void reserve(struct wbuf *b, size_t more) {
   if (b->error != WIRE_OK) return;
@@ -139,3 +141,15 @@ void rbuf_version(struct rbuf *r, CK_VERSION *v) {
 }
 
 int rbuf_done(const struct rbuf *r) { return !r->failed && r->left == 0; }
+
+int wire_send_all(int fd, const uint8_t *p, size_t n, size_t *sent) {
+  while (n > 0) {
+    ssize_t got = send(fd, p, n, MSG_NOSIGNAL);
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) return 0;
+    p += got;
+    n -= (size_t)got;
+    *sent += (size_t)got;
+  }
+  return 1;
+}

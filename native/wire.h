@@ -59,4 +59,7 @@ int rbuf_done(const struct rbuf *r);
 
 uint32_t wire_get_u32(const uint8_t *p);
 
+/* Sends all n bytes (no SIGPIPE), counting in *sent what went out; 0 when the socket fails first. */
+int wire_send_all(int fd, const uint8_t *p, size_t n, size_t *sent);
+
 #endif

@@ -2,7 +2,7 @@
 // do is the same. That is the environment the shim sends in its hello (the variables named here, the same list as
 // native/agent.c), and the content of every file those variables and the config point at.
 import { createHash } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import path from "node:path";
 import { authFileCandidates } from "../auth/authFile.ts";
 import { findConfigFile } from "../config/load.ts";
@@ -62,13 +62,19 @@ function configCaFiles(configFile: string): string[] {
   }
 }
 
-export function contextIdentity(variables: Record<string, string>, cwd: string): ContextIdentity {
+/** The environment a hello names, with file paths made absolute against the host's working folder. */
+function contextEnvironment(variables: Record<string, string>, cwd: string): Record<string, string> {
   const env: Record<string, string> = {};
   for (const [name, value] of Object.entries(variables)) if (isContextVariable(name)) env[name] = value;
   for (const name of PATH_VARIABLES) {
     const value = env[name];
     if (value && !path.isAbsolute(value)) env[name] = path.resolve(cwd, value);
   }
+  return env;
+}
+
+/** The files whose content decides the context, as the module would find them with this environment. */
+function contextFiles(env: Record<string, string>): { configFile: string | null; files: string[] } {
   let configFile: string | null;
   try {
     configFile = findConfigFile(env);
@@ -81,8 +87,47 @@ export function contextIdentity(variables: Record<string, string>, cwd: string):
     ...authFileCandidates(env),
     ...(env.NODE_EXTRA_CA_CERTS ? [env.NODE_EXTRA_CA_CERTS] : []),
   ];
+  return { configFile, files };
+}
+
+export function contextIdentity(variables: Record<string, string>, cwd: string): ContextIdentity {
+  const env = contextEnvironment(variables, cwd);
+  const { configFile, files } = contextFiles(env);
   const hash = createHash("sha256");
   for (const name of Object.keys(env).sort()) hash.update(`${name}=${env[name]}\0`);
   for (const file of files) hash.update(`${file}:${fileDigest(file)}\0`);
   return { key: hash.digest("hex"), env, configFile };
+}
+
+/** What a file's stat says about its content, without reading it: changed content changes this too. */
+function fileStamp(file: string): string {
+  try {
+    const stats = statSync(file, { bigint: true });
+    return `${stats.ino}:${stats.size}:${stats.mtimeNs}:${stats.ctimeNs}`;
+  } catch {
+    return "missing";
+  }
+}
+
+/**
+ * contextIdentity for every hello, without reading and hashing the files again while their stat stays the same:
+ * a hello is on every process's path to its first signature.
+ */
+export class ContextIdentities {
+  private readonly known = new Map<string, { identity: ContextIdentity; stamps: Array<[string, string]> }>();
+
+  identify(variables: Record<string, string>, cwd: string): ContextIdentity {
+    const env = contextEnvironment(variables, cwd);
+    const request = createHash("sha256");
+    for (const name of Object.keys(env).sort()) request.update(`${name}=${env[name]}\0`);
+    const id = request.digest("hex");
+    const remembered = this.known.get(id);
+    if (remembered && remembered.stamps.every(([file, stamp]) => fileStamp(file) === stamp)) return remembered.identity;
+    const { files } = contextFiles(env);
+    const stamps = files.map((file): [string, string] => [file, fileStamp(file)]);
+    const identity = contextIdentity(variables, cwd);
+    if (this.known.size >= 1000) this.known.clear();
+    this.known.set(id, { identity, stamps });
+    return identity;
+  }
 }

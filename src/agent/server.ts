@@ -12,7 +12,7 @@ import { FunctionId } from "../protocol/functions.ts";
 import { CKR } from "../pkcs11/constants.ts";
 import { loadConfig } from "../config/load.ts";
 import { bridgeSocket } from "./bridge.ts";
-import { contextIdentity, type ContextIdentity } from "./context-key.ts";
+import { ContextIdentities, contextIdentity, type ContextIdentity } from "./context-key.ts";
 import { ContextConnections, type ContextMessage, type ContextReport, type ContextWorkerData } from "./context.ts";
 import { AGENT_PID_NAME } from "./paths.ts";
 import { peerCredentials } from "./peercred.ts";
@@ -100,6 +100,7 @@ export async function runAgent(options: AgentOptions): Promise<number> {
   prepareFolder(options.socketPath, shared);
   const contexts = new Map<string, Context>();
   const refusals = new Map<string, boolean>();
+  const identities = new ContextIdentities();
   let nextConnection = 1;
   let connectionCount = 0;
   let idleTimer: NodeJS.Timeout | undefined;
@@ -220,7 +221,7 @@ export async function runAgent(options: AgentOptions): Promise<number> {
   }
 
   function route(socket: Socket, id: number, hello: Hello, leftover: Buffer, forget: () => void): void {
-    const identity = contextIdentity(hello.env, hello.cwd);
+    const identity = identities.identify(hello.env, hello.cwd);
     if (refusesAgent(identity)) {
       socket.end(sealReply(replyWriter(), hello.id, CKR.FUNCTION_NOT_SUPPORTED));
       return;

@@ -1,11 +1,15 @@
 // The package's command line: `azure-keyvault-pkcs11 <subcommand> [options]`.
 import { runAgentCommand } from "../agent/command.ts";
+import { runDoctorCommand } from "../doctor/command.ts";
+import { runListCommand } from "../doctor/list.ts";
 import { runEmulatorCli } from "../emulator/cli.ts";
 
 const USAGE = `usage: azure-keyvault-pkcs11 <command> [options]
 
 commands:
   agent      run the shared signing agent in the foreground (see --help)
+  doctor     check everything that can make signing fail, with the fix for each problem (--json)
+  list       list the tokens and objects the module shows, with their PKCS#11 URIs (--json)
   emulator   run the Azure Key Vault emulator (see --help)
 `;
 
@@ -16,6 +20,10 @@ async function main(argv: string[]): Promise<number> {
       return runAgentCommand(rest);
     case "emulator":
       return runEmulatorCli(rest);
+    case "doctor":
+      return runDoctorCommand(rest);
+    case "list":
+      return runListCommand(rest);
     case undefined:
     case "-h":
     case "--help":

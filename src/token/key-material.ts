@@ -59,7 +59,28 @@ function leftPad(value: Buffer, size: number): Buffer {
   return Buffer.concat([Buffer.alloc(size - value.length), value]);
 }
 
+/**
+ * Material already built from the same key and certificate objects. An agent context hands every application the
+ * same cached VaultKey and certificate, so the public key and the certificate are parsed once per context instead
+ * of once per process; a private helper builds each once anyway. KeyMaterial is never changed after it is built.
+ */
+const builtMaterial = new WeakMap<VaultKey, Map<Buffer | undefined, Map<string, KeyMaterial>>>();
+
 export function buildKeyMaterial(key: VaultKey, certificateDer: Buffer | undefined, label: string): KeyMaterial {
+  let byCertificate = builtMaterial.get(key);
+  if (!byCertificate) builtMaterial.set(key, (byCertificate = new Map()));
+  let byLabel = byCertificate.get(certificateDer);
+  if (!byLabel) {
+    // A certificate read again (the agent's refresh) is a new object: keep only a few per key.
+    if (byCertificate.size >= 4) byCertificate.clear();
+    byCertificate.set(certificateDer, (byLabel = new Map()));
+  }
+  let material = byLabel.get(label);
+  if (!material) byLabel.set(label, (material = buildKeyMaterialAnew(key, certificateDer, label)));
+  return material;
+}
+
+function buildKeyMaterialAnew(key: VaultKey, certificateDer: Buffer | undefined, label: string): KeyMaterial {
   const ops = new Set(key.keyOps);
   const can = {
     sign: ops.has("sign"),
