@@ -13,28 +13,33 @@ export interface RequestFrame {
 }
 
 export class FrameReader {
+  // Chunks of an unfinished frame, joined once it is complete: joining on every push would copy a 64 MiB frame
+  // that arrives in 64 KiB chunks a thousand times over.
   private pending: Buffer[] = [];
   private pendingBytes = 0;
+  /** Bytes needed before the pending chunks can yield something: the length field, then the whole frame. */
+  private needed = 4;
 
   constructor(private readonly onFrame: (frame: RequestFrame) => void) {}
 
   /** Feeds bytes from the socket; throws ProtocolError when the peer breaks the format. */
   push(chunk: Buffer): void {
-    let data: Buffer;
-    if (this.pendingBytes === 0) {
-      data = chunk;
-    } else {
-      this.pending.push(chunk);
-      data = Buffer.concat(this.pending, this.pendingBytes + chunk.length);
-      this.pending = [];
-      this.pendingBytes = 0;
-    }
+    this.pending.push(chunk);
+    this.pendingBytes += chunk.length;
+    if (this.pendingBytes < this.needed) return;
+    const data = this.pending.length === 1 ? chunk : Buffer.concat(this.pending, this.pendingBytes);
+    this.pending = [];
+    this.pendingBytes = 0;
+    this.needed = 4;
     let offset = 0;
     while (data.length - offset >= 4) {
       const length = data.readUInt32LE(offset);
       if (length > MAX_FRAME_BYTES) throw new ProtocolError(`request frame of ${length} bytes exceeds the 64 MiB limit`);
       if (length < REQUEST_HEADER) throw new ProtocolError(`request frame of ${length} bytes is shorter than its header`);
-      if (data.length - offset - 4 < length) break;
+      if (data.length - offset - 4 < length) {
+        this.needed = 4 + length;
+        break;
+      }
       const start = offset + 4;
       this.onFrame({
         id: data.readUInt32LE(start),
