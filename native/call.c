@@ -45,6 +45,24 @@ static CK_RV too_big_rv(uint32_t function_id) {
   }
 }
 
+/* Calls that change no state in the helper, so that asking a second helper is the same as asking the first. */
+static int changes_nothing(uint32_t function_id) {
+  switch (function_id) {
+    case FN_C_GetInfo:
+    case FN_C_GetSlotList:
+    case FN_C_GetSlotInfo:
+    case FN_C_GetTokenInfo:
+    case FN_C_GetMechanismList:
+    case FN_C_GetMechanismInfo:
+    case FN_C_GetSessionInfo:
+    case FN_C_GetObjectSize:
+    case FN_C_GetAttributeValue:
+      return 1;
+    default:
+      return 0;
+  }
+}
+
 CK_RV call_run(struct call *c) {
   if (c->request.error == WIRE_NO_MEMORY) return CKR_HOST_MEMORY;
   if (c->request.error == WIRE_TOO_BIG) {
@@ -55,8 +73,9 @@ CK_RV call_run(struct call *c) {
   }
   int unsent = 0;
   CK_RV rv = link_call(c->link, &c->request, c->function, &c->frame, &c->frame_len, &unsent);
-  if (rv != CKR_OK && unsent && c->entered) {
-    /* The helper was gone before the request reached it: run the call on its replacement. */
+  if (rv != CKR_OK && (unsent == 1 || (unsent == 2 && changes_nothing(c->function_id))) && c->entered) {
+    /* The request never reached the helper, or it only asks a question: run it on the replacement. A helper that
+     * is exiting may still hold its socket open for a moment, so a question sent then is lost in flight. */
     library_leave();
     c->entered = 0;
     rv = library_enter(&c->link);

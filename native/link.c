@@ -427,6 +427,7 @@ CK_RV link_call(struct link *link, struct wbuf *request, const char *function, u
                   function, link->peer, link->timeout_ms, link->pid != 0 ? "stopping it" : "closing the connection");
         drop_link(link);
       } else {
+        *unsent = 2;
         report_dead(link, function);
       }
     }

@@ -20,7 +20,8 @@ struct link *link_open(const CK_C_INITIALIZE_ARGS *args, CK_RV *rv);
 /* Sends the request (sealing it with a fresh request id) and waits for its reply, at most the call timeout.
  * On CKR_OK, *reply is a malloc'd reply frame without its length field (u32 id, U rv, payload) that the caller
  * frees. Returns CKR_DEVICE_ERROR when the helper is gone, the send fails or the timeout expires; *unsent is then
- * 1 when no byte of the request reached the helper, so the call may run on a new one. A helper that times out or
+ * 1 when no byte of the request reached the helper, so the call may run on a new one, and 2 when the helper died
+ * after the request was sent and before it answered (it may or may not have acted on it). A helper that times out or
  * whose socket breaks is killed and reaped at once, so that a call reported as failed can have no later effect. */
 CK_RV link_call(struct link *link, struct wbuf *request, const char *function, uint8_t **reply, size_t *reply_len,
                 int *unsent);
