@@ -1,94 +1,20 @@
 // Vault requests through an HTTP CONNECT proxy: HTTPS_PROXY (from the backend's env, as in an agent context) sends
 // every vault connection through a tunnel, with the module's trust list and keep-alive on the TLS inside it, proxy
 // credentials from the URL, and NO_PROXY exempting hosts with the Azure SDK's rules.
+import { execFileSync } from "node:child_process";
 import { createHash, randomBytes, verify } from "node:crypto";
-import { connect, createServer, type Server, type Socket } from "node:net";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { createServer as createHttpsServer, request } from "node:https";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { createSecureContext } from "node:tls";
 import test from "ava";
 import { createCredential } from "../../src/auth/index.ts";
 import { setDebug, withLogSink } from "../../src/log/log.ts";
-import { proxyDecision } from "../../src/vault/proxy.ts";
+import { proxyDecision, TunnelAgent } from "../../src/vault/proxy.ts";
 import { createVaultBackend, VaultError, type VaultBackend } from "../../src/vault/index.ts";
+import { connectProxy } from "./connect-proxy.ts";
 import { emulator, managedIdentityToken, moduleConfig, publicKeyOf, type RunningEmulator } from "./helpers.ts";
-
-interface ConnectProxy {
-  url: string;
-  /** The `host:port` of every CONNECT the proxy accepted, in order. */
-  tunnels: string[];
-  /** CONNECTs refused for missing or wrong credentials. */
-  refused: number;
-  close(): Promise<void>;
-}
-
-const MAX_HEADER = 16 * 1024;
-
-/** A CONNECT-only proxy on loopback; with `credentials` ("user:pass"), a tunnel needs them as Basic Proxy-Authorization. */
-function connectProxy(credentials?: string): Promise<ConnectProxy> {
-  const tunnels: string[] = [];
-  let refused = 0;
-  const sockets = new Set<Socket>();
-  const server: Server = createServer((client) => {
-    sockets.add(client);
-    client.on("close", () => sockets.delete(client));
-    client.on("error", () => client.destroy());
-    let head = Buffer.alloc(0);
-    const onData = (chunk: Buffer): void => {
-      head = Buffer.concat([head, chunk]);
-      const end = head.indexOf("\r\n\r\n");
-      if (end < 0) {
-        if (head.length > MAX_HEADER) client.destroy();
-        return;
-      }
-      client.off("data", onData);
-      const lines = head.subarray(0, end).toString("latin1").split("\r\n");
-      const rest = head.subarray(end + 4);
-      const match = /^CONNECT (\S+):(\d+) HTTP\/1\.[01]$/.exec(lines[0] ?? "");
-      if (!match) {
-        client.end("HTTP/1.1 405 Method Not Allowed\r\nConnection: close\r\n\r\n");
-        return;
-      }
-      const authorization = lines.find((line) => /^proxy-authorization:/i.test(line))?.replace(/^[^:]+:\s*/, "");
-      if (credentials !== undefined && authorization !== `Basic ${Buffer.from(credentials).toString("base64")}`) {
-        refused++;
-        client.end('HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm="test"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
-        return;
-      }
-      const [, host, port] = match;
-      tunnels.push(`${host}:${port}`);
-      const upstream = connect(Number(port), host!.replace(/^\[|\]$/g, ""), () => {
-        client.write("HTTP/1.1 200 Connection Established\r\n\r\n");
-        if (rest.length > 0) upstream.write(rest);
-        client.pipe(upstream);
-        upstream.pipe(client);
-      });
-      sockets.add(upstream);
-      upstream.on("close", () => {
-        sockets.delete(upstream);
-        client.destroy();
-      });
-      upstream.on("error", () => client.destroy());
-      client.on("close", () => upstream.destroy());
-    };
-    client.on("data", onData);
-  });
-  return new Promise((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as { port: number };
-      resolve({
-        url: `http://127.0.0.1:${port}`,
-        tunnels,
-        get refused() {
-          return refused;
-        },
-        close: () =>
-          new Promise<void>((done) => {
-            for (const socket of sockets) socket.destroy();
-            server.close(() => done());
-          }),
-      });
-    });
-  });
-}
 
 let emu: RunningEmulator;
 let token: string;
@@ -228,6 +154,38 @@ test.serial("a proxy variable that is not an http(s) URL: a VaultError naming th
     } finally {
       await backend.close();
     }
+  }
+});
+
+test.serial("an IP vault through a proxy named by host name: its certificate is checked against the IP, not the proxy's name", async (t) => {
+  const dir = mkdtempSync(path.join(tmpdir(), "akv-proxy-test-"));
+  const proxy = await connectProxy();
+  const server = createHttpsServer({}, (_request, response) => response.end("ok"));
+  try {
+    // A certificate for "localhost" only, served on 127.0.0.1, with the proxy reached as "localhost".
+    execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost", "-keyout", path.join(dir, "key.pem"), "-out", path.join(dir, "cert.pem")], { stdio: "ignore" });
+    const cert = readFileSync(path.join(dir, "cert.pem"), "utf8");
+    server.setSecureContext({ key: readFileSync(path.join(dir, "key.pem")), cert });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const port = (server.address() as { port: number }).port;
+    const agent = new TunnelAgent(new URL(proxy.url.replace("127.0.0.1", "localhost")), createSecureContext({ ca: cert }), { keepAlive: false });
+    const get = (hostname: string) =>
+      new Promise<string>((resolve) => {
+        const req = request({ hostname, port, path: "/", agent }, (response) => {
+          response.resume();
+          response.on("end", () => resolve(`status ${response.statusCode}`));
+        });
+        req.on("error", (error: NodeJS.ErrnoException) => resolve(error.code ?? error.message));
+        req.end();
+      });
+    t.is(await get("127.0.0.1"), "ERR_TLS_CERT_ALTNAME_INVALID");
+    t.is(await get("localhost"), "status 200", "the same trust accepts the name the certificate is for");
+    t.is(proxy.tunnels.length, 2);
+    agent.destroy();
+  } finally {
+    server.close();
+    await proxy.close();
+    rmSync(dir, { recursive: true, force: true });
   }
 });
 
