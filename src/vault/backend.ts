@@ -11,6 +11,7 @@ import type { ModuleConfig } from "../config/types.ts";
 import { isDebug, log } from "../log/log.ts";
 import { deadlineAwareRetryAfterPolicy, startDeadline } from "./deadline.ts";
 import { toVaultError } from "./errors.ts";
+import { proxyFor } from "./proxy.ts";
 import { AgentPool, buildCaList } from "./trust.ts";
 import type { DecryptAlgorithm, SignAlgorithm, VaultBackend, VaultKey } from "./types.ts";
 import { VaultError } from "./types.ts";
@@ -21,7 +22,7 @@ const MAX_RANDOM_BYTES_PER_CALL = 128;
 export interface VaultBackendOptions {
   /** Overrides the credential chain (tests, or a host that already has a credential). */
   credential?: TokenCredential;
-  /** Environment for the credential chain and NODE_EXTRA_CA_CERTS. Default process.env. */
+  /** Environment for the credential chain, NODE_EXTRA_CA_CERTS and the proxy variables. Default process.env. */
   env?: NodeJS.ProcessEnv;
   /** Build the trust list from env, never from what Node read at the process's start (an agent context). */
   explicitTrust?: boolean;
@@ -40,6 +41,7 @@ const DEFAULT_RETRY = { maxRetries: 3, retryDelayInMs: 100, maxRetryDelayInMs: 2
 
 export class AzureVaultBackend implements VaultBackend {
   private readonly agents: AgentPool;
+  private readonly env: NodeJS.ProcessEnv;
   private readonly credential: TokenCredential;
   private readonly vaults = new Map<string, VaultClients>();
   private readonly cryptoClients = new Map<string, CryptographyClient>();
@@ -55,6 +57,7 @@ export class AzureVaultBackend implements VaultBackend {
     options: VaultBackendOptions = {},
   ) {
     const env = options.env ?? process.env;
+    this.env = env;
     this.agents = new AgentPool(env, options.explicitTrust);
     this.retry = options.retry ?? DEFAULT_RETRY;
     this.sdkRequestLogging = env.AZURE_KEYVAULT_PKCS11_DEBUG === "sdk";
@@ -186,7 +189,7 @@ export class AzureVaultBackend implements VaultBackend {
     const loopback = isLoopbackHost(hostname);
     if (loopback) log.debug(`${vaultUrl} is a loopback host: challenge resource verification is off`);
     return {
-      agent: this.agents.get(this.caFilesByVault.get(vaultUrl) ?? this.config.caFiles) as KeyClientOptions["agent"],
+      agent: this.agents.get(this.caFilesByVault.get(vaultUrl) ?? this.config.caFiles, proxyFor(vaultUrl, this.env)) as KeyClientOptions["agent"],
       retryOptions: this.retry,
       additionalPolicies: [{ policy: deadlineAwareRetryAfterPolicy, position: "perRetry" as const }],
       disableChallengeResourceVerification: loopback,

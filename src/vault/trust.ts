@@ -3,9 +3,11 @@
 // files are configured the list is rebuilt explicitly from all three; without ca files, Node's default (which
 // already includes NODE_EXTRA_CA_CERTS) is left alone.
 import { readFileSync } from "node:fs";
+import type { Agent as HttpAgent } from "node:http";
 import { Agent } from "node:https";
-import { createSecureContext, rootCertificates } from "node:tls";
+import { createSecureContext, rootCertificates, type SecureContext } from "node:tls";
 import { log } from "../log/log.ts";
+import { TunnelAgent } from "./proxy.ts";
 
 const PEM_BLOCK = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
 
@@ -33,35 +35,31 @@ export function buildCaList(caFiles: readonly string[], env: NodeJS.ProcessEnv =
   return list;
 }
 
-/** One keep-alive agent per distinct trust set, shared by every client that needs that trust. */
+// keepAlive: a TLS handshake costs far more than a signature's overhead budget. No socket cap: 16 concurrent
+// signers must each get a connection rather than queue behind each other.
+const KEEP_ALIVE = { keepAlive: true, keepAliveMsecs: 30_000, maxSockets: Infinity, maxFreeSockets: 256, scheduling: "lifo" } as const;
+
+/** One keep-alive agent per distinct trust set and proxy, shared by every client that needs that trust and proxy. */
 export class AgentPool {
-  private readonly agents = new Map<string, Agent>();
+  private readonly agents = new Map<string, HttpAgent>();
+  private readonly contexts = new Map<string, SecureContext | undefined>();
 
   constructor(
     private readonly env: NodeJS.ProcessEnv = process.env,
     private readonly explicit = false,
   ) {}
 
-  get(caFiles: readonly string[]): Agent {
+  /** `proxy`: tunnel through it (see proxy.ts) with the same trust and keep-alive; without it, connect directly. */
+  get(caFiles: readonly string[], proxy?: URL): HttpAgent {
     const files = [...new Set(caFiles)].sort();
-    const key = files.join("\n");
+    const trustKey = files.join("\n");
+    // NUL cannot occur in a path, so no file list collides with a proxy.
+    const key = proxy ? `${proxy.href}\0${trustKey}` : trustKey;
     let agent = this.agents.get(key);
     if (!agent) {
-      const ca = buildCaList(files, this.env, this.explicit);
-      // keepAlive: a TLS handshake costs far more than a signature's overhead budget. No socket cap: 16
-      // concurrent signers must each get a connection rather than queue behind each other.
-      // The trust list goes in as a prebuilt SecureContext, not as `ca`: https.Agent folds `ca` into the pool key
-      // it computes for every request, and concatenating ~150 PEMs each time cost milliseconds per signature.
-      agent = new Agent({
-        keepAlive: true,
-        keepAliveMsecs: 30_000,
-        maxSockets: Infinity,
-        maxFreeSockets: 256,
-        scheduling: "lifo",
-        ...(ca ? { secureContext: createSecureContext({ ca }) } : {}),
-      });
+      const secureContext = this.secureContext(files, trustKey);
+      agent = proxy ? new TunnelAgent(proxy, secureContext, KEEP_ALIVE) : new Agent({ ...KEEP_ALIVE, ...(secureContext ? { secureContext } : {}) });
       this.agents.set(key, agent);
-      if (files.length > 0) log.debug(`TLS: trusting the system store, NODE_EXTRA_CA_CERTS and ${files.join(", ")}`);
     }
     return agent;
   }
@@ -69,5 +67,19 @@ export class AgentPool {
   destroy(): void {
     for (const agent of this.agents.values()) agent.destroy();
     this.agents.clear();
+    this.contexts.clear();
+  }
+
+  /**
+   * The trust list as a prebuilt SecureContext, not as `ca`: https.Agent folds `ca` into the pool key it computes
+   * for every request, and concatenating ~150 PEMs each time cost milliseconds per signature.
+   */
+  private secureContext(files: string[], trustKey: string): SecureContext | undefined {
+    if (this.contexts.has(trustKey)) return this.contexts.get(trustKey);
+    const ca = buildCaList(files, this.env, this.explicit);
+    const context = ca ? createSecureContext({ ca }) : undefined;
+    this.contexts.set(trustKey, context);
+    if (files.length > 0) log.debug(`TLS: trusting the system store, NODE_EXTRA_CA_CERTS and ${files.join(", ")}`);
+    return context;
   }
 }
