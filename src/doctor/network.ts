@@ -5,6 +5,7 @@ import { lookup } from "node:dns/promises";
 import { request } from "node:https";
 import net from "node:net";
 import tls from "node:tls";
+import { proxyDecision, proxyFor, TunnelAgent } from "../vault/proxy.ts";
 import { buildCaList } from "../vault/trust.ts";
 import type { CheckResult } from "./report.ts";
 
@@ -20,29 +21,6 @@ export interface VaultProbe {
   /** From the vault's challenge, read as the SDK's challenge policy reads it: its tenant and the token scope it wants. */
   tenantId?: string;
   scope?: string;
-}
-
-export interface ProxyDecision {
-  proxy?: string;
-  bypassedBy?: string;
-}
-
-function envValue(env: NodeJS.ProcessEnv, name: string): string | undefined {
-  return env[name] || env[name.toLowerCase()] || undefined;
-}
-
-/**
- * What @azure/core-rest-pipeline's proxyPolicy (via @typespec/ts-http-runtime) decides for a URL: HTTPS_PROXY, else
- * ALL_PROXY, else HTTP_PROXY (each upper case first), unless a NO_PROXY entry equals the host or, starting with a
- * dot, ends it. No wildcards, no ports, no CIDR: the SDK has none.
- */
-export function sdkProxyDecision(url: string, env: NodeJS.ProcessEnv): ProxyDecision {
-  const proxy = envValue(env, "HTTPS_PROXY") ?? envValue(env, "ALL_PROXY") ?? envValue(env, "HTTP_PROXY");
-  if (!proxy) return {};
-  const host = new URL(url).hostname;
-  const entries = (envValue(env, "NO_PROXY") ?? "").split(",").map((item) => item.trim()).filter((item) => item !== "");
-  const match = entries.find((pattern) => (pattern.startsWith(".") ? host.endsWith(pattern) || host === pattern.slice(1) : host === pattern));
-  return match === undefined ? { proxy } : { proxy, bypassedBy: match };
 }
 
 /** A proxy URL without its user and password, which must not reach any output. */
@@ -81,58 +59,68 @@ export async function probeVault(vaultUrl: string, caFiles: readonly string[], e
     return { results, reachable: false };
   };
 
-  const decision = sdkProxyDecision(vaultUrl, env);
+  // The module's own decision (src/vault/proxy.ts): the SDK's rules, applied to the vault calls too.
+  const decision = proxyDecision(vaultUrl, env);
+  let proxy: URL | undefined;
   if (!decision.proxy) {
     results.push({ check: "proxy", verdict: "ok", detail: `no HTTPS_PROXY, ALL_PROXY or HTTP_PROXY: ${host} is reached directly` });
   } else if (decision.bypassedBy !== undefined) {
     results.push({ check: "proxy", verdict: "ok", detail: `NO_PROXY entry '${decision.bypassedBy}' matches ${host}: reached directly, not through ${showProxy(decision.proxy)}` });
   } else {
-    // The backend gives every vault client its own https.Agent (trust list, keep-alive); the SDK's proxyPolicy
-    // leaves a request that already has an agent alone, so vault calls never use the proxy (token calls do).
-    results.push({
-      check: "proxy",
-      verdict: "warn",
-      detail: `${showProxy(decision.proxy)} is set, but the module connects to ${host}:${port} directly (its own TLS agent takes precedence over the SDK's proxy policy); token requests do use the proxy`,
-      fix: `allow direct HTTPS from this machine to ${host}:${port}, or add ${host} to NO_PROXY to say so`,
-    });
+    try {
+      proxy = proxyFor(vaultUrl, env);
+    } catch (error) {
+      return fail("proxy", (error as Error).message, `set ${decision.variable} to http://host:port (or https://), with user:password@ if the proxy needs them`);
+    }
+    results.push({ check: "proxy", verdict: "ok", detail: `${host}:${port} is reached through ${showProxy(decision.proxy)} (${decision.variable}), a CONNECT tunnel, as the module reaches it` });
   }
+  // Through a proxy, DNS and TCP are the proxy's; TLS and the vault's answer are checked through the tunnel.
+  const dnsHost = proxy ? proxy.hostname.replace(/^\[(.*)\]$/, "$1") : host;
+  const tcpPort = proxy ? Number(proxy.port || (proxy.protocol === "https:" ? 443 : 80)) : port;
+  const via = proxy ? ` (the proxy for ${host})` : "";
 
   let addresses: string[];
   try {
-    addresses = net.isIP(host) ? [host] : (await withTimeout(lookup(host, { all: true }), `DNS lookup of ${host}`)).map((entry) => entry.address);
+    addresses = net.isIP(dnsHost) ? [dnsHost] : (await withTimeout(lookup(dnsHost, { all: true }), `DNS lookup of ${dnsHost}`)).map((entry) => entry.address);
   } catch (error) {
+    if (proxy) return fail("dns", `cannot resolve ${dnsHost}${via}: ${code(error)}`, `check the proxy's host name in ${decision.variable} and this machine's DNS`);
     return fail("dns", `cannot resolve ${host}: ${code(error)}`, `check the host name in vault_url (or AZURE_KEYVAULT_URL) and this machine's DNS (/etc/resolv.conf); a private endpoint needs its private DNS zone`);
   }
-  results.push({ check: "dns", verdict: "ok", detail: `${host} is ${addresses.join(", ")}` });
+  results.push({ check: "dns", verdict: "ok", detail: `${dnsHost}${via} is ${addresses.join(", ")}` });
 
   try {
     let socket: net.Socket | undefined;
     await withTimeout(
       new Promise<void>((resolve, reject) => {
-        socket = net.connect({ host: addresses[0]!, port });
+        socket = net.connect({ host: addresses[0]!, port: tcpPort });
         socket.once("connect", () => {
           socket?.destroy();
           resolve();
         });
         socket.once("error", reject);
       }),
-      `TCP connection to ${addresses[0]}:${port}`,
+      `TCP connection to ${addresses[0]}:${tcpPort}`,
       () => socket?.destroy(),
     );
   } catch (error) {
+    if (proxy) return fail("tcp", `cannot connect to the proxy ${addresses[0]}:${tcpPort}${via}: ${code(error)}`, `check that the proxy in ${decision.variable} is up and reachable from this machine`);
     return fail(
       "tcp",
       `cannot connect to ${addresses[0]}:${port} (${host}): ${code(error)}`,
       `make sure the vault at ${vaultUrl} is up and that a firewall, the vault's network rules or a missing private endpoint do not block ${host}:${port} from this machine`,
     );
   }
-  results.push({ check: "tcp", verdict: "ok", detail: `connected to ${addresses[0]}:${port}` });
+  results.push({ check: "tcp", verdict: "ok", detail: `connected to ${addresses[0]}:${tcpPort}${via}` });
 
   const ca = buildCaList(caFiles, env);
+  // The same tunnel the module's vault calls take, with the same trust: TLS is then checked by the request below.
+  const tunnel = proxy ? new TunnelAgent(proxy, ca ? tls.createSecureContext({ ca }) : undefined, { keepAlive: false }) : undefined;
   const trustNote = caFiles.length > 0 ? `the system store, NODE_EXTRA_CA_CERTS and ${caFiles.join(", ")}` : env.NODE_EXTRA_CA_CERTS ? `the system store and NODE_EXTRA_CA_CERTS (${env.NODE_EXTRA_CA_CERTS})` : "the system store";
   let peer: tls.PeerCertificate | undefined;
   let authorizationError: string | undefined;
-  try {
+  if (tunnel) {
+    results.push({ check: "tls", verdict: "ok", detail: `checked through the proxy by the request below, trusting ${trustNote}` });
+  } else try {
     let socket: tls.TLSSocket | undefined;
     await withTimeout(
       new Promise<void>((resolve, reject) => {
@@ -170,7 +158,7 @@ export async function probeVault(vaultUrl: string, caFiles: readonly string[], e
     let req: ReturnType<typeof request> | undefined;
     const answer = await withTimeout(
       new Promise<{ status: number; date?: string; challenge?: string }>((resolve, reject) => {
-        req = request(new URL("/keys?api-version=7.4", vaultUrl), { method: "GET", ca, agent: false }, (response) => {
+        req = request(new URL("/keys?api-version=7.4", vaultUrl), { method: "GET", ca, agent: tunnel ?? false }, (response) => {
           response.resume();
           resolve({ status: response.statusCode ?? 0, date: response.headers.date, challenge: response.headers["www-authenticate"] });
         });
@@ -223,8 +211,15 @@ export async function probeVault(vaultUrl: string, caFiles: readonly string[], e
       }
     }
   } catch (error) {
-    results.push({ check: "vault endpoint", verdict: "FAIL", detail: `GET ${vaultUrl}/keys failed after the TLS handshake: ${(error as Error).message}`, fix: "check that nothing between this machine and the vault cuts HTTPS requests" });
+    results.push({
+      check: "vault endpoint",
+      verdict: "FAIL",
+      detail: `GET ${vaultUrl}/keys failed${tunnel ? " through the proxy" : " after the TLS handshake"}: ${(error as Error).message}`,
+      fix: tunnel ? `check the proxy's answer above; it must allow CONNECT to ${host}:${port}, and ca_file must trust a TLS-inspecting proxy's CA` : "check that nothing between this machine and the vault cuts HTTPS requests",
+    });
     probe.reachable = false;
+  } finally {
+    tunnel?.destroy();
   }
   return probe;
 }

@@ -1,6 +1,7 @@
 // `azure-keyvault-pkcs11 doctor --json`, run as the built CLI against the emulator: one run per fault, each of which
 // must name the slot, the cause and the fix and make the exit status 1, and one run where everything is fine.
 import test from "ava";
+import { connectProxy } from "../vault/connect-proxy.ts";
 import { mkdtemp, mkdir, writeFile } from "node:fs/promises";
 import { X509Certificate } from "node:crypto";
 import { get as httpGet } from "node:http";
@@ -244,18 +245,29 @@ function identityToken(): Promise<string> {
   });
 }
 
-test("a proxy: NO_PROXY as the SDK matches it; without a match the warning says the vault is still reached directly", async (t) => {
+test("a proxy: NO_PROXY as the SDK matches it; without a match the vault is reached and signs through the proxy, as the module does", async (t) => {
   const deadProxy = `http://proxy-user:proxy-s3cret@127.0.0.1:${await freeLoopbackPort()}`;
   const exempt = await doctor({ slots: [slot("rsa")] }, { HTTPS_PROXY: deadProxy, NO_PROXY: "example.com, 127.0.0.1" });
   t.is(exempt.find("proxy", "rsa")?.verdict, "ok", describe(exempt.result));
   t.regex(exempt.find("proxy", "rsa")?.detail ?? "", /NO_PROXY entry '127\.0\.0\.1' matches/);
 
-  // A raw token, since token requests do go through the proxy; the vault calls must not, which the signature proves.
-  const proxied = await doctor({ slots: [slot("rsa")] }, { HTTPS_PROXY: deadProxy, NO_PROXY: ".example.com", AZURE_CLI_ACCESS_TOKEN: await identityToken() });
+  const proxyServer = await connectProxy("proxy-user:proxy-s3cret");
+  t.teardown(() => proxyServer.close());
+  const withCredentials = proxyServer.url.replace("http://", "http://proxy-user:proxy-s3cret@");
+  const proxied = await doctor({ slots: [slot("rsa")] }, { HTTPS_PROXY: withCredentials, NO_PROXY: ".example.com" });
   const proxy = proxied.find("proxy", "rsa");
-  t.is(proxy?.verdict, "warn", describe(proxied.result));
-  t.regex(proxy?.detail ?? "", /connects to 127\.0\.0\.1:\d+ directly/);
+  t.is(proxy?.verdict, "ok", describe(proxied.result));
+  t.regex(proxy?.detail ?? "", /reached through .* a CONNECT tunnel/);
+  t.regex(proxied.find("tcp", "rsa")?.detail ?? "", /the proxy for 127\.0\.0\.1/);
   t.is(proxied.find("sign", "rsa")?.verdict, "ok", describe(proxied.result));
   t.is(proxied.result.code, 0, describe(proxied.result));
-  t.false(`${exempt.result.stdout}${proxied.result.stdout}`.includes("proxy-s3cret"), "the proxy's password reached the output");
+  const vaultPort = new URL(fixture.emulator.url).port;
+  t.true(proxyServer.tunnels.some((target) => target === `127.0.0.1:${vaultPort}`), `tunnels: ${proxyServer.tunnels.join(", ")}`);
+
+  const dead = await doctor({ slots: [slot("rsa")] }, { HTTPS_PROXY: deadProxy, NO_PROXY: ".example.com", AZURE_CLI_ACCESS_TOKEN: await identityToken() });
+  t.is(dead.find("tcp", "rsa")?.verdict, "FAIL", describe(dead.result));
+  t.regex(dead.find("tcp", "rsa")?.detail ?? "", /cannot connect to the proxy/);
+  t.not(dead.result.code, 0);
+  t.false(`${exempt.result.stdout}${proxied.result.stdout}${dead.result.stdout}`.includes("proxy-s3cret"), "the proxy's password reached the output");
 });
+
