@@ -18,6 +18,8 @@ import { VaultError } from "./types.ts";
 
 /** Managed HSM hands out at most this many random bytes per request. */
 const MAX_RANDOM_BYTES_PER_CALL = 128;
+/** Pieces of one large C_GenerateRandom requested at once. */
+const RANDOM_PIECES_IN_FLIGHT = 8;
 
 export interface VaultBackendOptions {
   /** Overrides the credential chain (tests, or a host that already has a credential). */
@@ -131,14 +133,34 @@ export class AzureVaultBackend implements VaultBackend {
       vault.random = false;
       return undefined;
     }
-    const chunks: Buffer[] = [];
-    try {
-      for (let remaining = count; remaining > 0; remaining -= MAX_RANDOM_BYTES_PER_CALL) {
-        const size = Math.min(remaining, MAX_RANDOM_BYTES_PER_CALL);
+    const pieces = Math.ceil(count / MAX_RANDOM_BYTES_PER_CALL);
+    const chunks = new Array<Buffer>(pieces);
+    // One deadline for the whole C_GenerateRandom, not one per 128-byte piece: a large request fails within the
+    // deadline instead of outliving the module's call timeout, and a few pieces at a time keep it short.
+    const deadlineAt = Date.now() + this.config.timeoutMs;
+    let next = 0;
+    let failed = false;
+    const fetchPieces = async (): Promise<void> => {
+      while (next < pieces && !failed) {
+        const index = next++;
+        if (Date.now() > deadlineAt) {
+          throw new VaultError("timeout", `Key Vault did not produce ${count} random bytes within ${this.config.timeoutMs} ms (AZURE_KEYVAULT_PKCS11_TIMEOUT_MS); ask for fewer per call`);
+        }
+        const size = Math.min(MAX_RANDOM_BYTES_PER_CALL, count - index * MAX_RANDOM_BYTES_PER_CALL);
         const bytes = await this.call("get random bytes", `vault ${vaultUrl}`, (abortSignal) => vault.keys.getRandomBytes(size, { abortSignal }));
         if (bytes.length !== size) throw new VaultError("other", `Key Vault returned ${bytes.length} random bytes instead of ${size}`);
-        chunks.push(Buffer.from(bytes));
+        chunks[index] = Buffer.from(bytes);
       }
+    };
+    try {
+      await Promise.all(
+        Array.from({ length: Math.min(RANDOM_PIECES_IN_FLIGHT, pieces) }, () =>
+          fetchPieces().catch((error: unknown) => {
+            failed = true;
+            throw error;
+          }),
+        ),
+      );
     } catch (error) {
       // A local vault (emulator) that lacks the operation falls back to the OS CSPRNG; a Managed HSM must answer.
       if (!managedHsm && error instanceof VaultError && error.statusCode !== undefined && error.statusCode < 500) {

@@ -344,3 +344,28 @@ test("retryAfterMs reads every Retry-After spelling", async (t) => {
   t.is(retryAfterMs(headers({ "retry-after": new Date(10_000).toUTCString() }), 4_000), 6_000);
   t.is(retryAfterMs(headers({})), undefined);
 });
+
+test("getRandomBytes: a large request is fetched in pieces, several at a time, and all of it arrives", async (t) => {
+  const before = (await emu.requestCounts())["get-random-bytes"] ?? 0;
+  const bytes = await backend.getRandomBytes(emu.url, 64 * 1024);
+  t.is(bytes?.length, 64 * 1024);
+  // 512 pieces of 128 bytes (other tests of this file may ask for random bytes at the same time).
+  t.true(((await emu.requestCounts())["get-random-bytes"] ?? 0) - before >= 512);
+  // Every piece was filled: no 128-byte run of zeros where a piece went missing.
+  for (let offset = 0; offset < bytes!.length; offset += 128) t.false(bytes!.subarray(offset, offset + 128).equals(Buffer.alloc(128)), `piece at ${offset}`);
+});
+
+test("getRandomBytes: a request too large for the deadline fails with a timeout within it, instead of running on", async (t) => {
+  const slow = await emulator({ keys: "", latencyMs: 40 });
+  const slowToken = await managedIdentityToken(slow);
+  const quick = createVaultBackend(moduleConfig(slow, { timeoutMs: 400 }), { credential: createCredential({ AZURE_CLI_ACCESS_TOKEN: slowToken, HOME: "/nonexistent" }) });
+  t.teardown(async () => {
+    await quick.close();
+    await slow.close();
+  });
+  // 1 MiB is 8192 pieces: about 40 s at 40 ms a piece and 8 at a time, far past the 400 ms deadline.
+  const error = await t.throwsAsync(quick.getRandomBytes(slow.url, 1024 * 1024), { instanceOf: VaultError });
+  t.is(error?.kind, "timeout");
+  t.regex(error?.message ?? "", /within 400 ms/);
+  t.true(((await slow.requestCounts())["get-random-bytes"] ?? 0) < 200, "it stopped asking once the deadline passed");
+});
