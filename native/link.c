@@ -176,28 +176,35 @@ static void mark_dead(struct link *link) {
 
 static void describe_exit(pid_t pid, int status);
 
+/* Waits up to grace_ms for the helper to exit by itself, then kills it; either way it is reaped. A host that reaps
+ * its own children (SIGCHLD ignored, a waitpid(-1) loop) may have done it already. */
+static void reap_within(struct link *link, long grace_ms, int complain) {
+  int status = 0;
+  for (long waited = 0; waited < grace_ms; waited += 5) {
+    pid_t got = waitpid(link->pid, &status, WNOHANG);
+    if (got == link->pid) {
+      describe_exit(link->pid, status);
+      return;
+    }
+    if (got < 0 && errno != EINTR) return;
+    struct timespec five_ms = {0, 5 * 1000 * 1000};
+    nanosleep(&five_ms, NULL);
+  }
+  if (complain) log_error("the helper (pid %ld) did not exit after its socket closed; killing it", (long)link->pid);
+  /* Still our unreaped child, so the pid cannot belong to another process. */
+  kill(link->pid, SIGKILL);
+  while (waitpid(link->pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (!complain) log_debug("stopped the helper (pid %ld)", (long)link->pid);
+}
+
 /* Caller holds mu. A helper that was lost (its socket closed, or it stopped answering) is reaped at once, so that
  * no zombie waits for C_Finalize and nothing it still runs can reach the vault or the application. The module
  * installs no SIGCHLD handler: the host's signal disposition stays its own. */
 static void reap_lost(struct link *link) {
   if (link->reaped || link->pid == 0) return;
   link->reaped = 1;
-  int status = 0;
-  for (long waited = 0; waited < LOST_GRACE_MS; waited += 5) {
-    pid_t got = waitpid(link->pid, &status, WNOHANG);
-    if (got == link->pid) {
-      describe_exit(link->pid, status);
-      return;
-    }
-    if (got < 0 && errno != EINTR) return; /* The host reaped it already. */
-    struct timespec five_ms = {0, 5 * 1000 * 1000};
-    nanosleep(&five_ms, NULL);
-  }
-  /* Still our unreaped child, so the pid cannot belong to another process. */
-  kill(link->pid, SIGKILL);
-  while (waitpid(link->pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  log_debug("stopped the helper (pid %ld)", (long)link->pid);
+  reap_within(link, LOST_GRACE_MS, 0);
 }
 
 /* Caller holds mu. A helper that has exited may still have its socket open for a moment (the kernel closes an
@@ -476,23 +483,7 @@ static void describe_exit(pid_t pid, int status) {
 }
 
 /* The helper exits on end-of-file; one that does not is killed so that C_Finalize cannot hang. */
-static void reap(struct link *link) {
-  int status = 0;
-  for (long waited = 0; waited < EXIT_GRACE_MS; waited += 5) {
-    pid_t got = waitpid(link->pid, &status, WNOHANG);
-    if (got == link->pid) {
-      describe_exit(link->pid, status);
-      return;
-    }
-    if (got < 0 && errno != EINTR) return; /* Already reaped by the host (SIGCHLD ignored or a waitpid(-1) loop). */
-    struct timespec five_ms = {0, 5 * 1000 * 1000};
-    nanosleep(&five_ms, NULL);
-  }
-  log_error("the helper (pid %ld) did not exit after its socket closed; killing it", (long)link->pid);
-  kill(link->pid, SIGKILL);
-  while (waitpid(link->pid, &status, 0) < 0 && errno == EINTR) {
-  }
-}
+static void reap(struct link *link) { reap_within(link, EXIT_GRACE_MS, 1); }
 
 void link_expect_exit(struct link *link) {
   pthread_mutex_lock(&link->mu);

@@ -9,7 +9,7 @@ import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { isContextVariable } from "../../src/agent/context-key.ts";
-import { modulePath, repoRoot, requestsSince, startModuleFixture, type FixtureKey, type ModuleFixture } from "../module/harness.ts";
+import { modulePath, repoRoot, requestFrame, requestsSince, startModuleFixture, type FixtureKey, type ModuleFixture } from "../module/harness.ts";
 import { describe, run, startDaemon, type Daemon, type RunResult } from "../clients/process.ts";
 
 export { describe, modulePath };
@@ -235,11 +235,7 @@ export function exitedWithin(daemon: Daemon, ms: number): Promise<boolean> {
 
 /** A frame as the shim sends it: u32 length, u32 request id, u32 function id, payload. */
 export function frame(id: number, functionId: number, payload: Buffer = Buffer.alloc(0)): Buffer {
-  const header = Buffer.alloc(12);
-  header.writeUInt32LE(8 + payload.length, 0);
-  header.writeUInt32LE(id, 4);
-  header.writeUInt32LE(functionId, 8);
-  return Buffer.concat([header, payload]);
+  return requestFrame(id, functionId, payload);
 }
 
 function bytes(value: Buffer): Buffer {

@@ -14,7 +14,7 @@ import { FrameReader, MAX_FRAME_BYTES, type RequestFrame } from "../../src/proto
 import { FunctionId, PROTOCOL_VERSION } from "../../src/protocol/functions.ts";
 import { CKR } from "../../src/pkcs11/constants.ts";
 import { HANDLERS } from "../../src/helper/dispatch.ts";
-import { repoRoot } from "../module/harness.ts";
+import { repoRoot, requestFrame } from "../module/harness.ts";
 
 /** mulberry32: small, seeded, and the same on every machine. */
 function prng(seed: number): { next(): number; below(n: number): number; bytes(n: number): Buffer } {
@@ -36,13 +36,6 @@ function prng(seed: number): { next(): number; below(n: number): number; bytes(n
 }
 type Random = ReturnType<typeof prng>;
 
-function requestFrame(id: number, functionId: number, payload: Buffer): Buffer {
-  const header = Buffer.alloc(12);
-  header.writeUInt32LE(8 + payload.length, 0);
-  header.writeUInt32LE(id, 4);
-  header.writeUInt32LE(functionId, 8);
-  return Buffer.concat([header, payload]);
-}
 
 const FUNCTION_IDS = [...HANDLERS.keys()];
 

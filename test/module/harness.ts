@@ -389,3 +389,12 @@ export const DIGEST_INFO_PREFIX: Record<string, string> = {
   sha384: "3041300d060960864801650304020205000430",
   sha512: "3051300d060960864801650304020305000440",
 };
+
+/** A request frame as the shim sends it (docs/protocol.md): u32 length, u32 request id, u32 function id, payload. */
+export function requestFrame(id: number, functionId: number, payload: Buffer): Buffer {
+  const header = Buffer.alloc(12);
+  header.writeUInt32LE(8 + payload.length, 0);
+  header.writeUInt32LE(id, 4);
+  header.writeUInt32LE(functionId, 8);
+  return Buffer.concat([header, payload]);
+}

@@ -6,15 +6,8 @@ import type { Socket } from "node:net";
 import path from "node:path";
 import { Reader, Writer } from "../../src/protocol/codec.ts";
 import { FrameReader, MAX_FRAME_BYTES, type RequestFrame } from "../../src/protocol/frames.ts";
-import { repoRoot } from "./harness.ts";
+import { repoRoot, requestFrame } from "./harness.ts";
 
-function requestFrame(id: number, functionId: number, payload: Buffer): Buffer {
-  const header = Buffer.alloc(12);
-  header.writeUInt32LE(8 + payload.length, 0);
-  header.writeUInt32LE(id, 4);
-  header.writeUInt32LE(functionId, 8);
-  return Buffer.concat([header, payload]);
-}
 
 test("the frame reader handles frames split at every byte and many frames per chunk", (t) => {
   const frames = [requestFrame(1, 3, Buffer.alloc(0)), requestFrame(2, 44, Buffer.from("abcdef")), requestFrame(3, 7, Buffer.alloc(300, 9))];
