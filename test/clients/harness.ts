@@ -322,6 +322,19 @@ export async function startClientFixture(options: ClientFixtureOptions = {}): Pr
     throw error;
   }
 
+  let engineConfig: Promise<string> | undefined;
+  const writeEngineConfig = async (): Promise<string> => {
+    const file = path.join(dir, "openssl-pkcs11.cnf");
+    const pinLine = pin === undefined ? "" : `PIN = ${pin}\n`;
+    await writeFile(
+      file,
+      `openssl_conf = openssl_init\n\n[openssl_init]\nengines = engine_section\n\n[engine_section]\npkcs11 = pkcs11_section\n\n` +
+        `[pkcs11_section]\nengine_id = pkcs11\ndynamic_path = ${libp11EnginePath}\nMODULE_PATH = ${chosenModule}\n${pinLine}init = 0\n\n` +
+        `[req]\ndistinguished_name = req_dn\n\n[req_dn]\n`,
+    );
+    return file;
+  };
+
   const fixture: ClientFixture = {
     backend,
     modulePath: chosenModule,
@@ -337,16 +350,11 @@ export async function startClientFixture(options: ClientFixtureOptions = {}): Pr
       if (result.code !== 0) throw new Error(describe(result));
       return result;
     },
-    async opensslEngineConfig() {
-      const file = path.join(dir, "openssl-pkcs11.cnf");
-      const pinLine = pin === undefined ? "" : `PIN = ${pin}\n`;
-      await writeFile(
-        file,
-        `openssl_conf = openssl_init\n\n[openssl_init]\nengines = engine_section\n\n[engine_section]\npkcs11 = pkcs11_section\n\n` +
-          `[pkcs11_section]\nengine_id = pkcs11\ndynamic_path = ${libp11EnginePath}\nMODULE_PATH = ${chosenModule}\n${pinLine}init = 0\n\n` +
-          `[req]\ndistinguished_name = req_dn\n\n[req_dn]\n`,
-      );
-      return file;
+    // Written once: two tests that wrote it at the same moment let one nginx read it half written, without its
+    // MODULE_PATH, so that libp11 loaded p11-kit's proxy instead of this module ("Failed to enumerate slots").
+    opensslEngineConfig() {
+      engineConfig ??= writeEngineConfig();
+      return engineConfig;
     },
     async tokenCertificate(key) {
       const read = await run("pkcs11-tool", [

@@ -99,9 +99,10 @@ http {
 }
 `,
   );
-  // The module's debug lines go to nginx's output, which a failing test prints: a rare "Failed to enumerate slots"
-  // from libp11 in the master (seen once in a full CI run, never alone) then shows what the module answered. The
-  // workers do not get it (no `env` line) unless it is in `workerEnv`: their output would only bury the master's.
+  // The module's debug lines go to nginx's output, which a failing test prints. (A rare "Failed to enumerate slots"
+  // with no module line at all was two tests writing the engine config at once: one nginx read it without its
+  // MODULE_PATH and got p11-kit's proxy; the fixture now writes it once.) The workers do not get the debug lines (no
+  // `env` line) unless they are in `workerEnv`: their output would only bury the master's.
   const env: NodeJS.ProcessEnv = { ...fixture.env, OPENSSL_CONF: await fixture.opensslEngineConfig(), AZURE_KEYVAULT_PKCS11_DEBUG: "1", ...workerEnv };
   const daemon = startDaemon("nginx", ["-p", prefix, "-c", conf, "-e", errorLog], { env });
   return { daemon, errorLog, prefix };
