@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "agent_config.h"
+#include "clock.h"
 #include "function_ids.h"
 #include "log.h"
 #include "spawn.h"
@@ -132,17 +133,6 @@ static int connect_to(const char *socket_path) {
   return fd;
 }
 
-static long now_ms(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
-static void sleep_ms(long ms) {
-  struct timespec t = {ms / 1000, (ms % 1000) * 1000000L};
-  nanosleep(&t, NULL);
-}
-
 /* Runs the launcher and waits for it: it exits 0 once an agent listens. */
 static int start_agent(const char *socket_path, char *why, size_t why_size) {
   pid_t launcher;
@@ -150,7 +140,7 @@ static int start_agent(const char *socket_path, char *why, size_t why_size) {
     snprintf(why, why_size, "cannot start one");
     return 0;
   }
-  long deadline = now_ms() + START_TIMEOUT_MS;
+  struct timespec deadline = clock_after_ms(START_TIMEOUT_MS);
   int status = 0;
   for (;;) {
     pid_t got = waitpid(launcher, &status, WNOHANG);
@@ -159,14 +149,14 @@ static int start_agent(const char *socket_path, char *why, size_t why_size) {
       /* The host reaps children itself; the agent may still have started. */
       return 1;
     }
-    if (now_ms() > deadline) {
+    if (clock_ms_until(&deadline) == 0) {
       kill(launcher, SIGKILL);
       while (waitpid(launcher, &status, 0) < 0 && errno == EINTR) {
       }
       snprintf(why, why_size, "it did not start within %d ms", START_TIMEOUT_MS);
       return 0;
     }
-    sleep_ms(5);
+    clock_sleep_ms(5);
   }
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
     snprintf(why, why_size, "it failed to start (see agent.log beside the socket)");
@@ -201,14 +191,14 @@ static int connect_or_start(const struct agent_target *target, char *why, size_t
     snprintf(why, why_size, "cannot open %s: %s", lock_path, strerror(errno));
     return -1;
   }
-  long deadline = now_ms() + START_TIMEOUT_MS;
+  struct timespec deadline = clock_after_ms(START_TIMEOUT_MS);
   while (flock(lock, LOCK_EX | LOCK_NB) != 0) {
-    if ((errno != EWOULDBLOCK && errno != EINTR) || now_ms() > deadline) {
+    if ((errno != EWOULDBLOCK && errno != EINTR) || clock_ms_until(&deadline) == 0) {
       snprintf(why, why_size, "cannot lock %s: %s", lock_path, errno == EWOULDBLOCK ? "another start hangs" : strerror(errno));
       close(lock);
       return -1;
     }
-    sleep_ms(5);
+    clock_sleep_ms(5);
   }
   /* Whoever held the lock may have started it. */
   fd = connect_to(target->socket);
@@ -247,11 +237,11 @@ static int is_context_variable(const char *entry) {
   return 0;
 }
 
-static int recv_all(int fd, uint8_t *p, size_t n, long deadline) {
+static int recv_all(int fd, uint8_t *p, size_t n, const struct timespec *deadline) {
   while (n > 0) {
     struct pollfd pfd = {.fd = fd, .events = POLLIN};
-    long left = deadline - now_ms();
-    if (left <= 0 || poll(&pfd, 1, (int)left) <= 0) {
+    int left = clock_ms_until(deadline);
+    if (left <= 0 || poll(&pfd, 1, left) <= 0) {
       if (errno == EINTR) continue;
       return 0;
     }
@@ -283,12 +273,12 @@ static enum hello_result hello(int fd, char *why, size_t why_size) {
   enum hello_result result = HELLO_FAILED;
   size_t sent = 0;
   uint8_t header[4], reply[WIRE_REPLY_MIN];
-  long deadline = now_ms() + HELLO_TIMEOUT_MS;
+  struct timespec deadline = clock_after_ms(HELLO_TIMEOUT_MS);
   if (b.error != WIRE_OK) {
     snprintf(why, why_size, "the environment is too large to send");
-  } else if (!wire_send_all(fd, b.data, b.len, &sent) || !recv_all(fd, header, sizeof header, deadline)) {
+  } else if (!wire_send_all(fd, b.data, b.len, &sent) || !recv_all(fd, header, sizeof header, &deadline)) {
     snprintf(why, why_size, "it closed the connection or did not answer within %d ms", HELLO_TIMEOUT_MS);
-  } else if (wire_get_u32(header) != WIRE_REPLY_MIN || !recv_all(fd, reply, sizeof reply, deadline) ||
+  } else if (wire_get_u32(header) != WIRE_REPLY_MIN || !recv_all(fd, reply, sizeof reply, &deadline) ||
              wire_get_u32(reply) != 1) {
     snprintf(why, why_size, "its answer to the hello is malformed");
   } else {

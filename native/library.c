@@ -5,6 +5,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 #include "recovery.h"
 
@@ -166,31 +167,13 @@ CK_RV library_finalize(CK_RV (*goodbye)(struct link *link)) {
   return CKR_OK;
 }
 
-static long ms_since(const struct timespec *t) {
-  struct timespec now;
-  clock_gettime(CLOCK_MONOTONIC, &now);
-  return (long)(now.tv_sec - t->tv_sec) * 1000 + (now.tv_nsec - t->tv_nsec) / 1000000;
-}
-
-static struct timespec after_ms(long ms) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  t.tv_sec += ms / 1000;
-  t.tv_nsec += (ms % 1000) * 1000000L;
-  if (t.tv_nsec >= 1000000000L) {
-    t.tv_sec += 1;
-    t.tv_nsec -= 1000000000L;
-  }
-  return t;
-}
-
 /* Called with lifecycle_mu held, state_mu not held, and current dead. Starts a new helper, replays C_Initialize and
  * the application's open sessions and login state on it, and publishes it. The dead link is reaped already (link.c
  * kills a helper the moment it is lost); the calls still using it have all failed and drain at once. */
 static CK_RV replace_helper(struct link *dead) {
   const struct timespec *oldest = &replacement_times[replacement_next];
-  int window_full = oldest->tv_sec != 0 && ms_since(oldest) < REPLACEMENT_WINDOW_MS;
-  long wait_ms = window_full ? REPLACEMENT_WINDOW_MS - ms_since(oldest) : -ms_since(&next_attempt);
+  int window_full = oldest->tv_sec != 0 && clock_ms_since(oldest) < REPLACEMENT_WINDOW_MS;
+  long wait_ms = window_full ? REPLACEMENT_WINDOW_MS - clock_ms_since(oldest) : -clock_ms_since(&next_attempt);
   if (wait_ms > 0) {
     if (!backoff_logged) {
       if (window_full) {
@@ -228,7 +211,7 @@ static CK_RV replace_helper(struct link *dead) {
     failed_starts++;
     long backoff = FIRST_BACKOFF_MS;
     for (unsigned i = 1; i < failed_starts && backoff < MAX_BACKOFF_MS; i++) backoff *= 2;
-    next_attempt = after_ms(backoff < MAX_BACKOFF_MS ? backoff : MAX_BACKOFF_MS);
+    next_attempt = clock_after_ms(backoff < MAX_BACKOFF_MS ? backoff : MAX_BACKOFF_MS);
     log_error("cannot start a new helper to replace %s; calls return CKR_DEVICE_ERROR", link_peer(dead));
     return CKR_DEVICE_ERROR;
   }

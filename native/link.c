@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "clock.h"
 #include "lock.h"
 #include "log.h"
 #include "spawn.h"
@@ -65,7 +66,6 @@ struct link {
   /* Set by the first reply; before it, a dead helper is a start-up failure that C_Initialize reports. */
   int answered;
   int reaped;
-  struct timespec started;
 
   struct incoming incoming; /* owned by the reading caller */
 
@@ -89,31 +89,11 @@ static unsigned long read_timeout_ms(void) {
   return value;
 }
 
-static struct timespec deadline_after(unsigned long ms) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  t.tv_sec += (time_t)(ms / 1000);
-  t.tv_nsec += (long)(ms % 1000) * 1000000L;
-  if (t.tv_nsec >= 1000000000L) {
-    t.tv_sec += 1;
-    t.tv_nsec -= 1000000000L;
-  }
-  return t;
-}
-
-static int ms_until(const struct timespec *deadline) {
-  struct timespec now;
-  clock_gettime(CLOCK_MONOTONIC, &now);
-  long long ms = (long long)(deadline->tv_sec - now.tv_sec) * 1000 + (deadline->tv_nsec - now.tv_nsec) / 1000000;
-  if (ms < 0) return 0;
-  return ms > 1000000 ? 1000000 : (int)ms;
-}
-
 /* Reads whatever is available towards the next frame, waiting at most until deadline. */
 static int read_some(int fd, uint8_t *p, size_t n, const struct timespec *deadline, size_t *got) {
   for (;;) {
     struct pollfd pfd = {.fd = fd, .events = POLLIN};
-    int ready = poll(&pfd, 1, ms_until(deadline));
+    int ready = poll(&pfd, 1, clock_ms_until(deadline));
     if (ready < 0 && errno == EINTR) continue;
     if (ready < 0) return READ_CLOSED;
     if (ready == 0) return READ_TIMEOUT;
@@ -187,8 +167,7 @@ static void reap_within(struct link *link, long grace_ms, int complain) {
       return;
     }
     if (got < 0 && errno != EINTR) return;
-    struct timespec five_ms = {0, 5 * 1000 * 1000};
-    nanosleep(&five_ms, NULL);
+    clock_sleep_ms(5);
   }
   if (complain) log_error("the helper (pid %ld) did not exit after its socket closed; killing it", (long)link->pid);
   /* Still our unreaped child, so the pid cannot belong to another process. */
@@ -304,7 +283,6 @@ struct link *link_open(const CK_C_INITIALIZE_ARGS *args, CK_RV *rv) {
   pthread_condattr_setclock(&link->cv_attr, CLOCK_MONOTONIC);
   link->timeout_ms = read_timeout_ms();
   link->next_id = 1;
-  clock_gettime(CLOCK_MONOTONIC, &link->started);
 
   if (agent_connect(&link->fd) == 0) {
     link->pid = 0;
@@ -422,7 +400,7 @@ CK_RV link_call(struct link *link, struct wbuf *request, const char *function, u
     *unsent = 1;
     remove_waiter(link, &w);
   } else {
-    struct timespec deadline = deadline_after(link->timeout_ms);
+    struct timespec deadline = clock_after_ms(link->timeout_ms);
     int timed_out = wait_for_reply(link, &w, &deadline);
     if (!w.done) {
       remove_waiter(link, &w);
@@ -456,12 +434,6 @@ int link_is_dead(struct link *link) {
   int dead = link->dead;
   pthread_mutex_unlock(&link->mu);
   return dead;
-}
-
-long link_age_ms(struct link *link) {
-  struct timespec now;
-  clock_gettime(CLOCK_MONOTONIC, &now);
-  return (long)(now.tv_sec - link->started.tv_sec) * 1000 + (now.tv_nsec - link->started.tv_nsec) / 1000000;
 }
 
 pid_t link_pid(const struct link *link) { return link->pid; }

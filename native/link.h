@@ -28,8 +28,6 @@ CK_RV link_call(struct link *link, struct wbuf *request, const char *function, u
 
 /* True once the helper is gone: the library then replaces it at the next call. */
 int link_is_dead(struct link *link);
-/* Milliseconds since the helper was started. */
-long link_age_ms(struct link *link);
 pid_t link_pid(const struct link *link);
 /* "the helper (pid N)" or "the agent", for log lines. */
 const char *link_peer(const struct link *link);
