@@ -92,7 +92,10 @@ function contextFiles(env: Record<string, string>): { configFile: string | null;
 
 export function contextIdentity(variables: Record<string, string>, cwd: string): ContextIdentity {
   const env = contextEnvironment(variables, cwd);
-  const { configFile, files } = contextFiles(env);
+  return identityOf(env, contextFiles(env));
+}
+
+function identityOf(env: Record<string, string>, { configFile, files }: { configFile: string | null; files: string[] }): ContextIdentity {
   const hash = createHash("sha256");
   for (const name of Object.keys(env).sort()) hash.update(`${name}=${env[name]}\0`);
   for (const file of files) hash.update(`${file}:${fileDigest(file)}\0`);
@@ -123,9 +126,10 @@ export class ContextIdentities {
     const id = request.digest("hex");
     const remembered = this.known.get(id);
     if (remembered && remembered.stamps.every(([file, stamp]) => fileStamp(file) === stamp)) return remembered.identity;
-    const { files } = contextFiles(env);
-    const stamps = files.map((file): [string, string] => [file, fileStamp(file)]);
-    const identity = contextIdentity(variables, cwd);
+    const found = contextFiles(env);
+    // Stamped before they are read: a file that changes in between is read again next time.
+    const stamps = found.files.map((file): [string, string] => [file, fileStamp(file)]);
+    const identity = identityOf(env, found);
     if (this.known.size >= 1000) this.known.clear();
     this.known.set(id, { identity, stamps });
     return identity;
