@@ -4,7 +4,7 @@
 // enabled or disabled, changed key_ops). A failure that suggests the key changed drops its entries at once, so the
 // next application reads it afresh.
 import { log } from "../log/log.ts";
-import type { DecryptAlgorithm, SignAlgorithm, VaultBackend, VaultKey } from "../vault/types.ts";
+import type { AesAlgorithm, DecryptAlgorithm, ImportedKey, NewKeyProperties, NewKeySpec, SignAlgorithm, StoredCertificate, VaultBackend, VaultKey, VaultKeyListing, WrapAlgorithm } from "../vault/types.ts";
 import { VaultError } from "../vault/types.ts";
 
 export const DEFAULT_REFRESH_MS = 5 * 60_000;
@@ -95,6 +95,50 @@ export class CachingVaultBackend implements VaultBackend {
     return this.inner.getRandomBytes(vaultUrl, count);
   }
 
+  // ---- filled in by the vault-backend work (contract in src/vault/types.ts) ----
+  listKeys(_vaultUrl: string): Promise<VaultKeyListing[]> {
+    return notImplemented("listKeys");
+  }
+  listCertificateNames(_vaultUrl: string): Promise<string[]> {
+    return notImplemented("listCertificateNames");
+  }
+  createKey(_vaultUrl: string, _name: string, _spec: NewKeySpec, _properties: NewKeyProperties): Promise<VaultKey> {
+    return notImplemented("createKey");
+  }
+  importKey(_vaultUrl: string, _name: string, _key: ImportedKey, _properties: NewKeyProperties): Promise<VaultKey> {
+    return notImplemented("importKey");
+  }
+  updateKeyTags(_key: VaultKey, _tags: Record<string, string>): Promise<VaultKey> {
+    return notImplemented("updateKeyTags");
+  }
+  deleteKey(_vaultUrl: string, _name: string): Promise<void> {
+    return notImplemented("deleteKey");
+  }
+  listStoredCertificates(_vaultUrl: string): Promise<StoredCertificate[]> {
+    return notImplemented("listStoredCertificates");
+  }
+  getStoredCertificate(_vaultUrl: string, _name: string): Promise<Buffer> {
+    return notImplemented("getStoredCertificate");
+  }
+  storeCertificate(_vaultUrl: string, _name: string, _der: Buffer, _tags: Record<string, string>): Promise<void> {
+    return notImplemented("storeCertificate");
+  }
+  deleteStoredCertificate(_vaultUrl: string, _name: string): Promise<void> {
+    return notImplemented("deleteStoredCertificate");
+  }
+  encryptAes(_key: VaultKey, _algorithm: AesAlgorithm, _plaintext: Buffer, _options: { iv?: Buffer; aad?: Buffer }): Promise<{ ciphertext: Buffer; iv?: Buffer; tag?: Buffer }> {
+    return notImplemented("encryptAes");
+  }
+  decryptAes(_key: VaultKey, _algorithm: AesAlgorithm, _ciphertext: Buffer, _options: { iv: Buffer; aad?: Buffer; tag?: Buffer }): Promise<Buffer> {
+    return notImplemented("decryptAes");
+  }
+  wrapKey(_key: VaultKey, _algorithm: WrapAlgorithm, _keyBytes: Buffer): Promise<Buffer> {
+    return notImplemented("wrapKey");
+  }
+  unwrapKey(_key: VaultKey, _algorithm: WrapAlgorithm, _wrapped: Buffer): Promise<Buffer> {
+    return notImplemented("unwrapKey");
+  }
+
   close(): Promise<void> {
     return this.inner.close();
   }
@@ -114,3 +158,5 @@ function keyId(vaultUrl: string, name: string, version?: string): string {
   // Key Vault names are case-insensitive.
   return `${vaultUrl}/keys/${name.toLowerCase()}${version ? `/${version}` : ""}`;
 }
+
+const notImplemented = (what: string): Promise<never> => Promise.reject(new VaultError("other", `${what} is not implemented yet`));

@@ -14,6 +14,7 @@ import { Token } from "../token/token.ts";
 import { vaultFailure } from "../token/vault-errors.ts";
 import { SessionTable } from "../session/sessions.ts";
 import { Operations } from "../session/operations.ts";
+import { KeyManagement } from "../session/key-management.ts";
 import type { Session } from "../session/session.ts";
 
 export const LIBRARY_MANUFACTURER = "azure-keyvault-pkcs11";
@@ -71,6 +72,7 @@ export interface InitializedState {
   tokens: Token[];
   sessions: SessionTable;
   operations: Operations;
+  keys: KeyManagement;
 }
 
 /**
@@ -142,7 +144,7 @@ export class Pkcs11Module {
     // for what is still in flight.
     for (const token of tokens) token.prefetch();
     const operations = new Operations(backend, ulongSize);
-    this.state = { ulongSize, backend, tokens, sessions: new SessionTable(), operations };
+    this.state = { ulongSize, backend, tokens, sessions: new SessionTable(), operations, keys: new KeyManagement() };
     log.debug(
       `initialized: ${tokens.length} token(s), sizeof(CK_ULONG) = ${ulongSize}; config and backend ${(configured - started).toFixed(1)} ms, ` +
         `slots ${(performance.now() - configured).toFixed(1)} ms`,

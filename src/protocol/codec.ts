@@ -24,6 +24,17 @@ export type MechanismParameter =
   | { kind: "none" }
   | { kind: "bytes"; data: Buffer }
   | { kind: "oaep"; hashAlg: number; mgf: number; source: number; sourceData: Buffer }
+  /** CK_GCM_PARAMS (CKM_AES_GCM). */
+  | { kind: "gcm"; iv: Buffer; ivBits: number; aad: Buffer; tagBits: number }
+  | { kind: "malformed" };
+
+/**
+ * The pParameter of C_EncryptMessage / C_DecryptMessage (v3.0). For GCM it is CK_GCM_MESSAGE_PARAMS: the IV and
+ * tag buffers' current contents travel in; C_EncryptMessage's reply carries the IV and tag the shim writes back.
+ */
+export type MessageParameter =
+  | { kind: "none" }
+  | { kind: "gcm"; iv: Buffer; ivFixedBits: number; ivGenerator: number; tag: Buffer; tagBits: number }
   | { kind: "malformed" };
 
 export interface Mechanism {

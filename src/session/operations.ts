@@ -1,7 +1,7 @@
 // The operation calls of a session: find, sign, verify, encrypt, decrypt, digest. Each follows the spec's rules
 // for what ends an operation: a length query or CKR_BUFFER_TOO_SMALL keeps it (and never calls the vault), any
 // other outcome of the finishing call ends it, errors included.
-import type { Attribute, Mechanism, OutRequest } from "../protocol/codec.ts";
+import type { Attribute, Mechanism, MessageParameter, OutRequest } from "../protocol/codec.ts";
 import type { VaultBackend } from "../vault/types.ts";
 import { CKF, CKR } from "../pkcs11/constants.ts";
 import { Pkcs11Error } from "../pkcs11/error.ts";
@@ -258,6 +258,33 @@ export class Operations {
     if (!session.digest) throw new Pkcs11Error(CKR.OPERATION_NOT_INITIALIZED);
     session.digest = undefined;
     throw new Pkcs11Error(CKR.KEY_INDIGESTIBLE, "the module's keys live in the vault and cannot be digested");
+  }
+
+  // ---- message-based encryption (v3.0) ------------------------------------------------------------------
+
+  messageEncryptInit(_session: Session, _mechanism: Mechanism, _keyHandle: number): Immediate<void> {
+    throw new Pkcs11Error(CKR.FUNCTION_NOT_SUPPORTED, "C_MessageEncryptInit is not offered yet");
+  }
+
+  /** On CKR_OK with output, `iv` and `tag` are what the shim writes back into CK_GCM_MESSAGE_PARAMS. */
+  encryptMessage(_session: Session, _parameter: MessageParameter, _aad: Buffer, _plaintext: Buffer, _out: OutRequest): Immediate<OutResult & { iv?: Buffer; tag?: Buffer }> {
+    throw new Pkcs11Error(CKR.OPERATION_NOT_INITIALIZED);
+  }
+
+  messageEncryptFinal(_session: Session): void {
+    throw new Pkcs11Error(CKR.OPERATION_NOT_INITIALIZED);
+  }
+
+  messageDecryptInit(_session: Session, _mechanism: Mechanism, _keyHandle: number): Immediate<void> {
+    throw new Pkcs11Error(CKR.FUNCTION_NOT_SUPPORTED, "C_MessageDecryptInit is not offered yet");
+  }
+
+  decryptMessage(_session: Session, _parameter: MessageParameter, _aad: Buffer, _ciphertext: Buffer, _out: OutRequest): Immediate<OutResult> {
+    throw new Pkcs11Error(CKR.OPERATION_NOT_INITIALIZED);
+  }
+
+  messageDecryptFinal(_session: Session): void {
+    throw new Pkcs11Error(CKR.OPERATION_NOT_INITIALIZED);
   }
 
   // ---- cancel ----------------------------------------------------------------------------------------------

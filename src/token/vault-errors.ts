@@ -14,6 +14,8 @@ function rvFor(error: VaultError, operation: VaultOperation): number {
       return CKR.DEVICE_REMOVED;
     case "forbidden":
       return operation === "load" ? CKR.DEVICE_ERROR : CKR.FUNCTION_REJECTED;
+    case "conflict":
+      return CKR.FUNCTION_FAILED;
     case "bad-parameter":
       return operation === "decrypt" ? CKR.ENCRYPTED_DATA_INVALID : CKR.FUNCTION_FAILED;
     case "auth":

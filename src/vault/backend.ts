@@ -13,7 +13,7 @@ import { deadlineAwareRetryAfterPolicy, startDeadline } from "./deadline.ts";
 import { toVaultError } from "./errors.ts";
 import { proxyFor } from "./proxy.ts";
 import { AgentPool, buildCaList } from "./trust.ts";
-import type { DecryptAlgorithm, SignAlgorithm, VaultBackend, VaultKey } from "./types.ts";
+import type { AesAlgorithm, DecryptAlgorithm, ImportedKey, NewKeyProperties, NewKeySpec, SignAlgorithm, StoredCertificate, VaultBackend, VaultKey, VaultKeyListing, WrapAlgorithm } from "./types.ts";
 import { VaultError } from "./types.ts";
 
 /** Managed HSM hands out at most this many random bytes per request. */
@@ -174,6 +174,50 @@ export class AzureVaultBackend implements VaultBackend {
     return Buffer.concat(chunks);
   }
 
+  // ---- filled in by the vault-backend work (contract in src/vault/types.ts) ----
+  listKeys(_vaultUrl: string): Promise<VaultKeyListing[]> {
+    return notImplemented("listKeys");
+  }
+  listCertificateNames(_vaultUrl: string): Promise<string[]> {
+    return notImplemented("listCertificateNames");
+  }
+  createKey(_vaultUrl: string, _name: string, _spec: NewKeySpec, _properties: NewKeyProperties): Promise<VaultKey> {
+    return notImplemented("createKey");
+  }
+  importKey(_vaultUrl: string, _name: string, _key: ImportedKey, _properties: NewKeyProperties): Promise<VaultKey> {
+    return notImplemented("importKey");
+  }
+  updateKeyTags(_key: VaultKey, _tags: Record<string, string>): Promise<VaultKey> {
+    return notImplemented("updateKeyTags");
+  }
+  deleteKey(_vaultUrl: string, _name: string): Promise<void> {
+    return notImplemented("deleteKey");
+  }
+  listStoredCertificates(_vaultUrl: string): Promise<StoredCertificate[]> {
+    return notImplemented("listStoredCertificates");
+  }
+  getStoredCertificate(_vaultUrl: string, _name: string): Promise<Buffer> {
+    return notImplemented("getStoredCertificate");
+  }
+  storeCertificate(_vaultUrl: string, _name: string, _der: Buffer, _tags: Record<string, string>): Promise<void> {
+    return notImplemented("storeCertificate");
+  }
+  deleteStoredCertificate(_vaultUrl: string, _name: string): Promise<void> {
+    return notImplemented("deleteStoredCertificate");
+  }
+  encryptAes(_key: VaultKey, _algorithm: AesAlgorithm, _plaintext: Buffer, _options: { iv?: Buffer; aad?: Buffer }): Promise<{ ciphertext: Buffer; iv?: Buffer; tag?: Buffer }> {
+    return notImplemented("encryptAes");
+  }
+  decryptAes(_key: VaultKey, _algorithm: AesAlgorithm, _ciphertext: Buffer, _options: { iv: Buffer; aad?: Buffer; tag?: Buffer }): Promise<Buffer> {
+    return notImplemented("decryptAes");
+  }
+  wrapKey(_key: VaultKey, _algorithm: WrapAlgorithm, _keyBytes: Buffer): Promise<Buffer> {
+    return notImplemented("wrapKey");
+  }
+  unwrapKey(_key: VaultKey, _algorithm: WrapAlgorithm, _wrapped: Buffer): Promise<Buffer> {
+    return notImplemented("unwrapKey");
+  }
+
   async close(): Promise<void> {
     this.closed = true;
     this.cryptoClients.clear();
@@ -274,6 +318,7 @@ function toVaultKey(key: KeyVaultKey, vaultUrl: string): VaultKey {
     keyOps: (key.keyOperations ?? jwk.keyOps ?? []).map(String),
     enabled: key.properties.enabled ?? true,
     managedHsm: isManagedHsmHost(new URL(vaultUrl).hostname),
+    tags: { ...(key.properties.tags ?? {}) },
   };
   const n = unsigned(jwk.n);
   const e = unsigned(jwk.e);
@@ -288,3 +333,5 @@ function toVaultKey(key: KeyVaultKey, vaultUrl: string): VaultKey {
   if (key.properties.expiresOn) vaultKey.expiresOn = key.properties.expiresOn;
   return vaultKey;
 }
+
+const notImplemented = (what: string): Promise<never> => Promise.reject(new VaultError("other", `${what} is not implemented yet`));

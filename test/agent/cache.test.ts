@@ -3,16 +3,17 @@
 // changed, and never keeping a failed read.
 import test from "ava";
 import { CachingVaultBackend } from "../../src/agent/cache.ts";
-import { VaultError, type VaultBackend, type VaultKey } from "../../src/vault/types.ts";
+import { VaultError, type VaultKey } from "../../src/vault/types.ts";
+import { UnusedVaultBackend } from "../vault/unused-backend.ts";
 
 const VAULT = "https://unit.vault.azure.net";
 
 function key(version: string, keyOps = ["sign"]): VaultKey {
-  return { name: "k", version, kid: `${VAULT}/keys/k/${version}`, vaultUrl: VAULT, kty: "EC", crv: "P-256", x: Buffer.alloc(32), y: Buffer.alloc(32), keyOps, enabled: true, managedHsm: false };
+  return { name: "k", version, kid: `${VAULT}/keys/k/${version}`, vaultUrl: VAULT, kty: "EC", crv: "P-256", x: Buffer.alloc(32), y: Buffer.alloc(32), keyOps, enabled: true, managedHsm: false, tags: {} };
 }
 
 /** A vault whose answers the test sets, counting what it is asked. */
-class ScriptedVault implements VaultBackend {
+class ScriptedVault extends UnusedVaultBackend {
   calls: Record<string, number> = {};
   current = key("v1");
   keyFailure: Error | undefined;
@@ -21,32 +22,32 @@ class ScriptedVault implements VaultBackend {
   private count(what: string): void {
     this.calls[what] = (this.calls[what] ?? 0) + 1;
   }
-  async getKey(): Promise<VaultKey> {
+  override async getKey(): Promise<VaultKey> {
     this.count("get-key");
     if (this.keyFailure) throw this.keyFailure;
     return this.current;
   }
-  async listKeyNames(): Promise<string[]> {
+  override async listKeyNames(): Promise<string[]> {
     this.count("list-keys");
     return ["k"];
   }
-  async getCertificate(): Promise<Buffer | undefined> {
+  override async getCertificate(): Promise<Buffer | undefined> {
     this.count("get-certificate");
     return Buffer.from("der");
   }
-  async sign(): Promise<Buffer> {
+  override async sign(): Promise<Buffer> {
     this.count("sign");
     if (this.signFailure) throw this.signFailure;
     return Buffer.alloc(64, 1);
   }
-  async decrypt(): Promise<Buffer> {
+  override async decrypt(): Promise<Buffer> {
     this.count("decrypt");
     return Buffer.alloc(0);
   }
-  async getRandomBytes(): Promise<Buffer | undefined> {
+  override async getRandomBytes(): Promise<Buffer | undefined> {
     return undefined;
   }
-  async close(): Promise<void> {}
+  override async close(): Promise<void> {}
 }
 
 const settle = () => new Promise((resolve) => setImmediate(resolve));

@@ -1,4 +1,5 @@
 import { X509Certificate } from "node:crypto";
+import { UnusedVaultBackend } from "../vault/unused-backend.ts";
 import { existsSync, mkdirSync, mkdtempSync, writeFileSync, chmodSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -237,22 +238,13 @@ test("AZURE_KEYVAULT_PKCS11_CONFIG naming a missing file is an error, not a fall
 
 function fakeBackend(names: string[]): VaultBackend & { listed: string[] } {
   const listed: string[] = [];
-  const fail = (): never => {
-    throw new Error("not used by discovery");
-  };
-  return {
+  return Object.assign(new UnusedVaultBackend(), {
     listed,
-    getKey: fail,
-    getCertificate: fail,
-    sign: fail,
-    decrypt: fail,
-    getRandomBytes: fail,
-    close: async () => {},
     async listKeyNames(vaultUrl: string) {
       listed.push(vaultUrl);
       return names;
     },
-  };
+  });
 }
 
 test("discoverSlots: configured slots win; otherwise every key, sorted, labelled by its first 32 characters", async (t) => {

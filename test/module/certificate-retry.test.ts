@@ -160,6 +160,7 @@ test.serial("Token.forFind: a find that can match the certificate waits for its 
     version: "1",
     kid: jwk.kid,
     vaultUrl: fixture.emulator.url,
+    tags: {},
     kty: jwk.kty,
     crv: jwk.crv!,
     x: Buffer.from(jwk.x!, "base64url"),

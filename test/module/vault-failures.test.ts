@@ -23,6 +23,7 @@ test("every VaultError kind maps to a precise return value", (t) => {
     network: [CKR.DEVICE_ERROR, CKR.DEVICE_ERROR, CKR.DEVICE_ERROR],
     timeout: [CKR.DEVICE_ERROR, CKR.DEVICE_ERROR, CKR.DEVICE_ERROR],
     other: [CKR.DEVICE_ERROR, CKR.DEVICE_ERROR, CKR.DEVICE_ERROR],
+    conflict: [CKR.FUNCTION_FAILED, CKR.FUNCTION_FAILED, CKR.FUNCTION_FAILED],
   };
   for (const [kind, [load, sign, decrypt]] of Object.entries(expected) as Array<[VaultErrorKind, [number, number, number]]>) {
     const error = new VaultError(kind, `simulated ${kind}`);
