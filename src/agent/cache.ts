@@ -3,6 +3,7 @@
 // the refresh interval is still served, and read again in the background (a new version when none is pinned,
 // enabled or disabled, changed key_ops). A failure that suggests the key changed drops its entries at once, so the
 // next application reads it afresh.
+import { isManagedHsmHost } from "../config/vaultUrl.ts";
 import { log } from "../log/log.ts";
 import type { AesAlgorithm, DecryptAlgorithm, ImportedKey, NewKeyProperties, NewKeySpec, SignAlgorithm, StoredCertificate, VaultBackend, VaultKey, VaultKeyListing, WrapAlgorithm } from "../vault/types.ts";
 import { VaultError } from "../vault/types.ts";
@@ -96,6 +97,9 @@ export class CachingVaultBackend implements VaultBackend {
   }
 
   // ---- filled in by the vault-backend work (contract in src/vault/types.ts) ----
+  serviceKind(vaultUrl: string): Promise<"key-vault" | "managed-hsm"> {
+    return Promise.resolve(isManagedHsmHost(new URL(vaultUrl).hostname) ? "managed-hsm" : "key-vault");
+  }
   listKeys(_vaultUrl: string): Promise<VaultKeyListing[]> {
     return notImplemented("listKeys");
   }

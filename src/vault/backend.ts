@@ -175,6 +175,9 @@ export class AzureVaultBackend implements VaultBackend {
   }
 
   // ---- filled in by the vault-backend work (contract in src/vault/types.ts) ----
+  serviceKind(vaultUrl: string): Promise<"key-vault" | "managed-hsm"> {
+    return Promise.resolve(isManagedHsmHost(new URL(vaultUrl).hostname) ? "managed-hsm" : "key-vault");
+  }
   listKeys(_vaultUrl: string): Promise<VaultKeyListing[]> {
     return notImplemented("listKeys");
   }

@@ -118,6 +118,11 @@ export interface VaultBackend {
   /** Signs a client-computed digest; returns the raw signature (r||s for ECDSA). */
   sign(key: VaultKey, algorithm: SignAlgorithm, digest: Buffer): Promise<Buffer>;
   decrypt(key: VaultKey, algorithm: DecryptAlgorithm, ciphertext: Buffer): Promise<Buffer>;
+  /**
+   * What the service is: a Managed HSM's host name says so, and so does (for private endpoints and the emulator)
+   * the resource of its authentication challenge, https://managedhsm.azure.net. Learned on the first request.
+   */
+  serviceKind(vaultUrl: string): Promise<"key-vault" | "managed-hsm">;
   /** The vault's keys with their tags, following nextLink pages: one request per page, none per key. */
   listKeys(vaultUrl: string): Promise<VaultKeyListing[]>;
   /** Names of the vault's certificates (a key named like one has that certificate); [] where there are none (Managed HSM). */

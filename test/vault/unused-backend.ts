@@ -4,6 +4,9 @@ import { VaultError, type VaultBackend } from "../../src/vault/types.ts";
 const unused = (what: string): Promise<never> => Promise.reject(new VaultError("other", `${what} is not scripted by this test`));
 
 export class UnusedVaultBackend implements VaultBackend {
+  serviceKind(..._args: Parameters<VaultBackend["serviceKind"]>): ReturnType<VaultBackend["serviceKind"]> {
+    return unused("serviceKind");
+  }
   getKey(..._args: Parameters<VaultBackend["getKey"]>): ReturnType<VaultBackend["getKey"]> {
     return unused("getKey");
   }
