@@ -16,7 +16,7 @@ const rounds = Number(process.argv[2] ?? 12);
 const perRound = Number(process.argv[3] ?? 300);
 const config = loadConfig();
 const slot = config.slots[0];
-if (!slot) throw new Error("the config names no slot");
+if (!slot || slot.kind !== "key") throw new Error("the config names no per-key slot");
 const backend = createVaultBackend(config);
 const key = await backend.getKey(slot.vaultUrl, slot.keyName);
 const digest = createHash("sha256").update("sdk-overhead").digest();

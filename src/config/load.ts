@@ -8,7 +8,7 @@ import path from "node:path";
 import { log } from "../log/log.ts";
 import { locateJsonError } from "./jsonError.ts";
 import { validateConfigShape } from "./schema.ts";
-import { ConfigError, MAX_AUTHORITY_CERTIFICATES, type ConfigFile, type ModuleConfig, type ResolvedSlot, type SlotConfigEntry } from "./types.ts";
+import { ConfigError, MAX_AUTHORITY_CERTIFICATES, type ConfigFile, type KeySlot, type ModuleConfig, type ResolvedSlot, type SlotConfigEntry } from "./types.ts";
 import { normaliseVaultUrl } from "./vaultUrl.ts";
 
 /** `file` of a ConfigError raised by an environment variable rather than by config.json. */
@@ -21,7 +21,7 @@ export const MAX_LABEL_BYTES = 32;
 const DEFAULT_LABEL_CHARS = 32;
 
 const KNOWN_TOP_LEVEL = new Set(["slots", "ca_file", "agent", "agent_socket"]);
-const KNOWN_SLOT_FIELDS = new Set(["key_name", "label", "vault_url", "key_version", "certificate", "certificate_path", "ca_file"]);
+const KNOWN_SLOT_FIELDS = new Set(["key_name", "label", "vault_url", "key_version", "certificate", "certificate_path", "ca_file", "hsm"]);
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): ModuleConfig {
   const timeoutMs = readTimeout(env);
@@ -36,7 +36,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ModuleConfig {
   const caFiles = file.ca_file === undefined ? [] : [readCaFile(source, "ca_file", path.resolve(folder, file.ca_file))];
   const slots = (file.slots ?? []).map((entry, index) => resolveSlot(source, folder, entry, index, defaultVaultUrl));
   checkDuplicateLabels(source, slots, file.slots ?? []);
-  log.debug(`loaded ${source}: ${slots.length} slot(s)${slots.map((slot) => `\n  ${slot.label}: ${slot.vaultUrl}/keys/${slot.keyName}`).join("")}`);
+  log.debug(`loaded ${source}: ${slots.length} slot(s)${slots.map((slot) => `\n  ${slot.label}: ${slot.kind === "key" ? `${slot.vaultUrl}/keys/${slot.keyName}` : `every key of ${slot.vaultUrl}`}`).join("")}`);
   return { source, slots, defaultVaultUrl, caFiles, timeoutMs, ...(file.agent === undefined ? {} : { agent: file.agent }) };
 }
 
@@ -142,12 +142,6 @@ function reportUnknownFields(source: string, document: Record<string, unknown>):
 
 function resolveSlot(source: string, folder: string, entry: SlotConfigEntry, index: number, defaultVaultUrl: string | undefined): ResolvedSlot {
   const field = (name: string): string => `slots[${index}].${name}`;
-  const label = entry.label ?? entry.key_name.slice(0, DEFAULT_LABEL_CHARS);
-  const labelBytes = Buffer.byteLength(label, "utf8");
-  if (labelBytes > MAX_LABEL_BYTES) {
-    // Truncating would make the token unreachable by the label the user wrote (pkcs11:token=...), so refuse.
-    throw new ConfigError(source, field("label"), `'${label}' is ${labelBytes} bytes of UTF-8; a token label holds at most ${MAX_LABEL_BYTES}`);
-  }
   let vaultUrl: string;
   if (entry.vault_url !== undefined) {
     const result = normaliseVaultUrl(entry.vault_url);
@@ -158,7 +152,17 @@ function resolveSlot(source: string, folder: string, entry: SlotConfigEntry, ind
   } else {
     throw new ConfigError(source, field("vault_url"), "missing: set vault_url on the slot or the AZURE_KEYVAULT_URL environment variable");
   }
-  const slot: ResolvedSlot = { label, keyName: entry.key_name, vaultUrl, certificateFromConfig: false };
+  const label = checkedLabel(source, field("label"), entry.label ?? (entry.key_name ?? vaultName(vaultUrl)).slice(0, DEFAULT_LABEL_CHARS));
+  const caFile = entry.ca_file === undefined ? undefined : readCaFile(source, field("ca_file"), path.resolve(folder, entry.ca_file));
+  if (entry.key_name === undefined) {
+    // A vault token: its keys come from the vault, so the per-key fields have nothing to apply to.
+    for (const name of ["key_version", "certificate", "certificate_path"] as const) {
+      if (entry[name] !== undefined) throw new ConfigError(source, field(name), "applies to one key: set key_name too, or remove it from this vault token");
+    }
+    return { kind: "vault", label, vaultUrl, hsm: entry.hsm ?? false, ...(caFile ? { caFile } : {}) };
+  }
+  if (entry.hsm !== undefined) throw new ConfigError(source, field("hsm"), "applies to vault tokens (slots without key_name), whose C_GenerateKeyPair makes keys");
+  const slot: KeySlot = { kind: "key", label, keyName: entry.key_name, vaultUrl, certificateFromConfig: false };
   if (entry.key_version !== undefined) slot.keyVersion = entry.key_version;
   if (entry.certificate !== undefined) {
     slot.certificateDer = parseBase64Certificate(source, field("certificate"), entry.certificate);
@@ -169,9 +173,23 @@ function resolveSlot(source: string, folder: string, entry: SlotConfigEntry, ind
     if (chain.length > 0) slot.certificateChainDer = chain;
     slot.certificateFromConfig = true;
   }
-  if (entry.ca_file !== undefined) slot.caFile = readCaFile(source, field("ca_file"), path.resolve(folder, entry.ca_file));
+  if (caFile) slot.caFile = caFile;
   if (slot.certificateDer) log.debug(`Parsing certificate for slot: ${label}`);
   return slot;
+}
+
+function checkedLabel(source: string, field: string, label: string): string {
+  const labelBytes = Buffer.byteLength(label, "utf8");
+  if (labelBytes > MAX_LABEL_BYTES) {
+    // Truncating would make the token unreachable by the label the user wrote (pkcs11:token=...), so refuse.
+    throw new ConfigError(source, field, `'${label}' is ${labelBytes} bytes of UTF-8; a token label holds at most ${MAX_LABEL_BYTES}`);
+  }
+  return label;
+}
+
+/** https://my-vault.vault.azure.net -> my-vault: a vault token's default label. */
+function vaultName(vaultUrl: string): string {
+  return new URL(vaultUrl).hostname.split(".")[0] ?? vaultUrl;
 }
 
 function parseBase64Certificate(source: string, field: string, value: string): Buffer {
@@ -230,7 +248,7 @@ function checkDuplicateLabels(source: string, slots: ResolvedSlot[], entries: Sl
   slots.forEach((slot, index) => {
     const earlier = seen.get(slot.label);
     if (earlier !== undefined) {
-      const how = entries[index]?.label === undefined ? " (the default label: the first 32 characters of key_name)" : "";
+      const how = entries[index]?.label === undefined ? (slot.kind === "key" ? " (the default label: the first 32 characters of key_name)" : " (the default label: the vault's name)") : "";
       throw new ConfigError(source, `slots[${index}].label`, `duplicate label '${slot.label}'${how}, already used by slots[${earlier}]`);
     }
     seen.set(slot.label, index);

@@ -21,6 +21,7 @@ function describe(error: ErrorObject, document: unknown): ShapeProblem {
   const join = (child: string): string => (base === "(top level)" ? child : `${base}.${child}`);
   switch (error.keyword) {
     case "required":
+      if (error.schemaPath.includes("anyOf")) return { field: join("key_name"), message: "is required: set key_name for one key's slot, or vault_url for a vault token of every key" };
       return { field: join(String(error.params.missingProperty)), message: "is required" };
     case "not":
       return { field: join("certificate_path"), message: "set either certificate or certificate_path, not both" };

@@ -3,7 +3,8 @@
 
 /** One slot as written in config.json. Field names are the C++ module's, so existing files keep working. */
 export interface SlotConfigEntry {
-  key_name: string;
+  /** Absent: the slot is a vault token (every key of vault_url). */
+  key_name?: string;
   label?: string;
   vault_url?: string;
   /** Pin one key version instead of following the latest. */
@@ -17,6 +18,8 @@ export interface SlotConfigEntry {
   certificate_path?: string;
   /** Extra CA bundle (PEM) to trust when talking to this slot's vault. */
   ca_file?: string;
+  /** Vault tokens: whether generated keys are HSM-protected on a Key Vault vault (default false). */
+  hsm?: boolean;
 }
 
 export interface ConfigFile {
@@ -31,13 +34,19 @@ export interface ConfigFile {
 /** CA certificates a token can show after the key's own (object handles leave room for this many per slot). */
 export const MAX_AUTHORITY_CERTIFICATES = 13;
 
-/** A slot after validation and defaulting: everything the core needs to build a token. */
-export interface ResolvedSlot {
-  /** Token label: the configured label, or the first 32 characters of the key name. */
+interface SlotCommon {
+  /** Token label: the configured label, or a default (see KeySlot and VaultSlot). */
   label: string;
-  keyName: string;
   /** Normalised vault URL without a trailing slash, e.g. https://my-vault.vault.azure.net */
   vaultUrl: string;
+  /** Absolute path of the slot's own `ca_file`, trusted (with ModuleConfig.caFiles) for this slot's vault. */
+  caFile?: string;
+}
+
+/** A per-key slot: one key, named by key_name (label default: its first 32 characters). */
+export interface KeySlot extends SlotCommon {
+  kind: "key";
+  keyName: string;
   keyVersion?: string;
   /** Certificate DER from `certificate` or `certificate_path`; when absent the core asks the vault. */
   certificateDer?: Buffer;
@@ -45,9 +54,17 @@ export interface ResolvedSlot {
   certificateChainDer?: Buffer[];
   /** True when the certificate came from config, so the vault is not asked for one. */
   certificateFromConfig: boolean;
-  /** Absolute path of the slot's own `ca_file`, trusted (with ModuleConfig.caFiles) for this slot's vault. */
-  caFile?: string;
 }
+
+/** A vault token: every key of the vault (label default: the vault's name). */
+export interface VaultSlot extends SlotCommon {
+  kind: "vault";
+  /** Whether C_GenerateKeyPair asks a Key Vault vault for -HSM keys (Managed HSM keys always are). */
+  hsm: boolean;
+}
+
+/** A slot after validation and defaulting: everything the core needs to build a token. */
+export type ResolvedSlot = KeySlot | VaultSlot;
 
 export interface ModuleConfig {
   /** The config file that was read, or null when none was found. */

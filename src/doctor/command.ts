@@ -1,7 +1,7 @@
 // `azure-keyvault-pkcs11 doctor [--json]`: loads the configuration, credential and vault backend as the module
 // does, then checks everything that can make signing fail, one line per check.
 import { createVaultBackend } from "../vault/index.ts";
-import { discoverSlots } from "../config/discover.ts";
+import { discoverSlots } from "../token/discover.ts";
 import type { ModuleConfig, ResolvedSlot } from "../config/types.ts";
 import { isManagedHsmHost } from "../config/vaultUrl.ts";
 import { checkConfig } from "./config-file.ts";
@@ -9,7 +9,7 @@ import { checkCredential } from "./credential.ts";
 import { checkModuleFile } from "./module-file.ts";
 import { probeVault, type VaultProbe } from "./network.ts";
 import { Report, formatLine, parseJsonOption } from "./report.ts";
-import { checkSlot } from "./slot.ts";
+import { checkSlot, checkVaultSlot } from "./slot.ts";
 
 const USAGE = `usage: azure-keyvault-pkcs11 doctor [--json]
 
@@ -92,7 +92,8 @@ async function checkVaults(env: NodeJS.ProcessEnv, config: ModuleConfig, report:
     }
     for (const [index, slot] of slots.entries()) {
       if (!probes.get(slot.vaultUrl)?.reachable) continue;
-      await checkSlot(slot, configured ? index : undefined, backend, report);
+      if (slot.kind === "vault") await checkVaultSlot(slot, index, backend, report);
+      else await checkSlot(slot, configured ? index : undefined, backend, report);
     }
   } finally {
     await backend.close();

@@ -51,7 +51,7 @@ export function checkConfig(env: NodeJS.ProcessEnv, report: Report): ModuleConfi
     return undefined;
   }
   if (config.slots.length > 0) {
-    report.ok("config", `valid: ${config.slots.length} slot(s): ${config.slots.map((slot) => `${slot.label} = ${slot.vaultUrl}/keys/${slot.keyName}`).join(", ")}; timeout ${config.timeoutMs} ms`);
+    report.ok("config", `valid: ${config.slots.length} slot(s): ${config.slots.map((slot) => `${slot.label} = ${slot.kind === "key" ? `${slot.vaultUrl}/keys/${slot.keyName}` : `every key of ${slot.vaultUrl}`}`).join(", ")}; timeout ${config.timeoutMs} ms`);
   } else if (config.defaultVaultUrl !== undefined) {
     report.ok("config", `valid: no slots configured, one token per key in ${config.defaultVaultUrl} (AZURE_KEYVAULT_URL)`);
   } else {

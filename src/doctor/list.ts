@@ -7,7 +7,7 @@ import { Pkcs11Error } from "../pkcs11/error.ts";
 import { rvName } from "../pkcs11/constants.ts";
 import { Pkcs11Module, privateVaultSource } from "../helper/module.ts";
 import { PROTOCOL_VERSION } from "../protocol/functions.ts";
-import type { TokenObject } from "../token/objects.ts";
+import type { FoundObject } from "../token/token.ts";
 import { ConfigError } from "../config/types.ts";
 
 const USAGE = `usage: azure-keyvault-pkcs11 list [--json]
@@ -76,18 +76,18 @@ export async function listTokens(env: NodeJS.ProcessEnv): Promise<ListedToken[]>
       const tokenUri = `pkcs11:model=${uriEncode(info.model)};manufacturer=${uriEncode(info.manufacturer)};serial=${uriEncode(info.serial)};token=${uriEncode(info.label)}`;
       const listed: ListedToken = { slot: slotId, label: info.label, manufacturer: info.manufacturer, model: info.model, serial: info.serial, uri: tokenUri, objects: [] };
       tokens.push(listed);
-      let objects: TokenObject[];
-      let material;
+      const token = module.token(slotId);
+      let objects: FoundObject[];
       try {
         // What a C_FindObjectsInit with an empty template waits for: the key, and a certificate still pending.
-        const loaded = await module.token(slotId).forFind([]);
-        objects = loaded.objects;
-        material = loaded.material;
+        const handles = await token.find([]);
+        objects = await Promise.all(handles.map((handle) => token.object(handle)));
       } catch (error) {
         listed.error = error instanceof Pkcs11Error ? `${error.message === rvName(error.rv) ? "" : `${error.message}: `}${rvName(error.rv)}` : String(error);
         continue;
       }
-      for (const object of objects) {
+      if (token.problem) listed.error = token.problem;
+      for (const { object, material } of objects) {
         const kind = OBJECT_TYPES[object.kind];
         const label = object.attributes.get(CKA.LABEL)?.toString("utf8") ?? "";
         const id = object.attributes.get(CKA.ID) ?? Buffer.alloc(0);
@@ -98,7 +98,7 @@ export async function listTokens(env: NodeJS.ProcessEnv): Promise<ListedToken[]>
           id: id.toString("hex"),
           uri: `${tokenUri};id=${uriEncode(id)};object=${uriEncode(label)};type=${kind.type}`,
         };
-        if (object.kind === "private" || object.kind === "public") {
+        if ((object.kind === "private" || object.kind === "public") && material) {
           entry.keyType = material.kind;
           entry.keyBits = material.keyBits;
           if (material.ec) entry.curve = material.ec.curve.name;

@@ -2,7 +2,7 @@
 // get and sign (proved by signing a random digest in the vault and verifying it here with the key's public key),
 // and a certificate for the same key. The key and the certificate are read through the module's own backend.
 import { createHash, randomBytes, verify, X509Certificate, type KeyObject } from "node:crypto";
-import type { ResolvedSlot } from "../config/types.ts";
+import type { KeySlot, VaultSlot } from "../config/types.ts";
 import { withLogSink } from "../log/log.ts";
 import { buildKeyMaterial, type KeyMaterial } from "../token/key-material.ts";
 import { VaultError, type SignAlgorithm, type VaultBackend, type VaultKey } from "../vault/types.ts";
@@ -12,7 +12,7 @@ const RBAC_FIX = (what: string, vaultUrl: string): string =>
   `grant the module's identity ${what} on ${vaultUrl}: the "Key Vault Crypto User" role (RBAC vaults), the keys get and sign permissions (access policies), or a Managed HSM local role with them`;
 
 /** Where the user edits this slot: its entry in config.json, or one to add for a key of a listed vault. */
-function entry(index: number | undefined, slot: ResolvedSlot): string {
+function entry(index: number | undefined, slot: KeySlot): string {
   return index === undefined ? `a slot for '${slot.keyName}' in config.json` : `slots[${index}]`;
 }
 
@@ -65,7 +65,7 @@ function keyDescription(key: VaultKey, material: KeyMaterial): string {
  * `index` is the slot's place in config.json's slots, or undefined for a token of a listed vault (AZURE_KEYVAULT_URL),
  * which no config entry describes.
  */
-export async function checkSlot(slot: ResolvedSlot, index: number | undefined, backend: VaultBackend, report: Report): Promise<void> {
+export async function checkSlot(slot: KeySlot, index: number | undefined, backend: VaultBackend, report: Report): Promise<void> {
   const label = slot.label;
   const where = `key '${slot.keyName}'${slot.keyVersion ? ` version ${slot.keyVersion}` : ""} in ${slot.vaultUrl}`;
   let key: VaultKey;
@@ -163,7 +163,7 @@ async function checkSign(key: VaultKey, material: KeyMaterial, backend: VaultBac
   }
 }
 
-async function checkCertificate(slot: ResolvedSlot, index: number | undefined, key: VaultKey, material: KeyMaterial, backend: VaultBackend, report: Report): Promise<void> {
+async function checkCertificate(slot: KeySlot, index: number | undefined, key: VaultKey, material: KeyMaterial, backend: VaultBackend, report: Report): Promise<void> {
   const label = slot.label;
   let der = slot.certificateDer;
   let origin = "config.json (certificate or certificate_path)";
@@ -213,4 +213,20 @@ async function checkCertificate(slot: ResolvedSlot, index: number | undefined, k
     return;
   }
   report.ok("certificate", `${origin}, subject ${subject}: same public key as the key`, label);
+}
+
+/** A vault token: the identity must list the vault's keys; each key is checked when it is used. */
+export async function checkVaultSlot(slot: VaultSlot, index: number, backend: VaultBackend, report: Report): Promise<void> {
+  try {
+    const keys = await backend.listKeys(slot.vaultUrl);
+    report.ok("keys", `vault token '${slot.label}': ${keys.length} key(s) listed in ${slot.vaultUrl}`, slot.label);
+  } catch (error) {
+    const forbidden = error instanceof VaultError && error.kind === "forbidden";
+    report.fail(
+      "keys",
+      `slots[${index}] (vault token '${slot.label}'): cannot list the keys of ${slot.vaultUrl}: ${describeFailure(error)}`,
+      forbidden ? `grant the module's identity keys/list on ${slot.vaultUrl} (RBAC: "Key Vault Crypto User"; to make and delete keys, "Key Vault Crypto Officer")` : genericFix(error, slot.vaultUrl),
+      slot.label,
+    );
+  }
 }

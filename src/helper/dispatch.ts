@@ -121,7 +121,7 @@ export const HANDLERS = new Map<number, Handler>([
       decode: (r) => ({ slot: r.ulong() }),
       run: (m, a) => m.token(a.slot),
       encode: (w, token) => {
-        w.fixed(blankPadded(token ? `${token.model}: ${token.slot.keyName}` : "", 64), 64)
+        w.fixed(blankPadded(token ? token.description : "", 64), 64)
           .fixed(blankPadded(token ? TOKEN_MANUFACTURER : "", 32), 32)
           .ulong(token ? 1 /* CKF_TOKEN_PRESENT */ : 0)
           .version(token ? 1 : 0, 0)
@@ -164,7 +164,7 @@ export const HANDLERS = new Map<number, Handler>([
     define({
       name: "C_GetMechanismList",
       decode: (r) => ({ slot: r.ulong(), out: r.out() }),
-      run: async (m, a) => listReply(await m.mechanismList(a.slot), a.out),
+      run: (m, a) => andThen(m.mechanismList(a.slot), (list) => listReply(list, a.out)),
       encode: encodeList,
       rvOf: (result) => result.rv,
     }),
@@ -228,12 +228,8 @@ export const HANDLERS = new Map<number, Handler>([
     define({
       name: "C_CreateObject",
       decode: (r) => ({ session: r.ulong(), template: r.template() }),
-      run: (m, a) => {
-        m.session(a.session);
-        // Keys are created in the vault, not through PKCS#11; session objects are not offered.
-        throw new Pkcs11Error(CKR.FUNCTION_NOT_SUPPORTED, "C_CreateObject: this module exposes the vault's keys and certificates and creates no objects");
-      },
-      encode: (w) => void w.ulong(0),
+      run: (m, a) => inSession(m, a.session, (s) => m.initialized.keys.createObject(s, a.template)),
+      encode: (w, handle) => void w.ulong(handle ?? 0),
     }),
   ],
   [
@@ -241,13 +237,7 @@ export const HANDLERS = new Map<number, Handler>([
     define({
       name: "C_DestroyObject",
       decode: (r) => ({ session: r.ulong(), object: r.ulong() }),
-      run: (m, a) => {
-        const session = m.session(a.session);
-        return andThen(m.initialized.operations.object(session, a.object), () => {
-          if (!session.readWrite) throw new Pkcs11Error(CKR.SESSION_READ_ONLY);
-          throw new Pkcs11Error(CKR.ACTION_PROHIBITED, "token objects are not destroyable (CKA_DESTROYABLE is false): delete keys in the vault");
-        });
-      },
+      run: (m, a) => inSession(m, a.session, (s) => m.initialized.keys.destroyObject(s, a.object)),
       encode: nothing,
     }),
   ],
@@ -293,13 +283,7 @@ export const HANDLERS = new Map<number, Handler>([
     define({
       name: "C_SetAttributeValue",
       decode: (r) => ({ session: r.ulong(), object: r.ulong(), template: r.template() }),
-      run: (m, a) => {
-        const session = m.session(a.session);
-        return andThen(m.initialized.operations.object(session, a.object), () => {
-          if (!session.readWrite) throw new Pkcs11Error(CKR.SESSION_READ_ONLY);
-          throw new Pkcs11Error(CKR.ACTION_PROHIBITED, "token objects are not modifiable (CKA_MODIFIABLE is false)");
-        });
-      },
+      run: (m, a) => inSession(m, a.session, (s) => m.initialized.keys.setAttributeValue(s, a.object, a.template)),
       encode: nothing,
     }),
   ],

@@ -1,7 +1,8 @@
 // The helper's PKCS#11 state between C_Initialize and C_Finalize: configuration, vault backend, tokens and
 // sessions. General-purpose, slot and token functions live here; session operations in src/session/.
 import { randomBytes } from "node:crypto";
-import { loadConfig, discoverSlots } from "../config/index.ts";
+import { loadConfig } from "../config/index.ts";
+import { discoverSlots } from "../token/discover.ts";
 import { ConfigError, type ModuleConfig } from "../config/types.ts";
 import { createVaultBackend } from "../vault/index.ts";
 import type { VaultBackend } from "../vault/types.ts";
@@ -10,12 +11,15 @@ import { CK_EFFECTIVELY_INFINITE, CK_UNAVAILABLE_INFORMATION, CKF, CKR, CKU } fr
 import { Pkcs11Error } from "../pkcs11/error.ts";
 import { PROTOCOL_VERSION } from "../protocol/functions.ts";
 import { mechanismSpec, flagsForKey, mechanismsForKey } from "../mechanisms/table.ts";
-import { Token } from "../token/token.ts";
+import type { Token } from "../token/token.ts";
+import { KeyToken } from "../token/key-token.ts";
+import { VaultToken } from "../token/vault-token.ts";
 import { vaultFailure } from "../token/vault-errors.ts";
 import { SessionTable } from "../session/sessions.ts";
 import { Operations } from "../session/operations.ts";
 import { KeyManagement } from "../session/key-management.ts";
 import type { Session } from "../session/session.ts";
+import { andThen, type Immediate } from "../session/immediate.ts";
 
 export const LIBRARY_MANUFACTURER = "azure-keyvault-pkcs11";
 export const LIBRARY_DESCRIPTION = "Azure Key Vault PKCS#11 module";
@@ -139,12 +143,12 @@ export class Pkcs11Module {
       throw vaultFailure(error, config.defaultVaultUrl ?? "key discovery", "load");
     }
     if (slots.length === 0) log.info(`no tokens: ${config.source ? `${config.source} lists no slots` : "no config file found"} and AZURE_KEYVAULT_URL is not set`);
-    const tokens = slots.map((slot, index) => new Token(index, slot, backend, ulongSize));
+    const tokens: Token[] = slots.map((slot, index) => (slot.kind === "key" ? new KeyToken(index, slot, backend, ulongSize) : new VaultToken(index, slot, backend, ulongSize)));
     // Keys and certificates load in the background: C_Initialize stays fast, and the first use waits only
     // for what is still in flight.
     for (const token of tokens) token.prefetch();
     const operations = new Operations(backend, ulongSize);
-    this.state = { ulongSize, backend, tokens, sessions: new SessionTable(), operations, keys: new KeyManagement() };
+    this.state = { ulongSize, backend, tokens, sessions: new SessionTable(), operations, keys: new KeyManagement(ulongSize) };
     log.debug(
       `initialized: ${tokens.length} token(s), sizeof(CK_ULONG) = ${ulongSize}; config and backend ${(configured - started).toFixed(1)} ms, ` +
         `slots ${(performance.now() - configured).toFixed(1)} ms`,
@@ -238,20 +242,19 @@ export class Pkcs11Module {
     };
   }
 
-  async mechanismList(slotId: number): Promise<number[]> {
-    const token = this.token(slotId);
-    const loaded = token.current ?? (await token.load());
-    return mechanismsForKey(loaded.material);
+  mechanismList(slotId: number): Immediate<number[]> {
+    return andThen(this.token(slotId).offeredKeys(), (keys) => mechanismsForKey(keys));
   }
 
-  async mechanismInfo(slotId: number, type: number): Promise<{ minKeySize: number; maxKeySize: number; flags: number }> {
+  mechanismInfo(slotId: number, type: number): Immediate<{ minKeySize: number; maxKeySize: number; flags: number }> {
     const token = this.token(slotId);
     const spec = mechanismSpec(type);
     if (!spec) throw new Pkcs11Error(CKR.MECHANISM_INVALID);
-    const loaded = token.current ?? (await token.load());
-    const flags = flagsForKey(spec, loaded.material);
-    if (flags === undefined) throw new Pkcs11Error(CKR.MECHANISM_INVALID);
-    return { minKeySize: spec.minKeyBits, maxKeySize: spec.maxKeyBits, flags };
+    return andThen(token.offeredKeys(), (keys) => {
+      const flags = flagsForKey(spec, keys);
+      if (flags === undefined) throw new Pkcs11Error(CKR.MECHANISM_INVALID);
+      return { minKeySize: spec.minKeyBits, maxKeySize: spec.maxKeyBits, flags };
+    });
   }
 
   async generateRandom(session: Session, length: number): Promise<Buffer> {

@@ -4,7 +4,7 @@ import { CKF, CKM } from "../pkcs11/constants.ts";
 import type { KeyKind, KeyMaterial } from "../token/key-material.ts";
 import type { HashName } from "./algorithms.ts";
 
-export type MechanismFamily = "rsa-pkcs1" | "rsa-pss" | "ecdsa" | "rsa-oaep" | "digest";
+export type MechanismFamily = "rsa-pkcs1" | "rsa-pss" | "ecdsa" | "rsa-oaep" | "digest" | "key-pair-gen";
 
 export interface MechanismSpec {
   type: number;
@@ -46,36 +46,47 @@ export const MECHANISMS: readonly MechanismSpec[] = [
   { type: CKM.SHA256, hash: "sha256", ...DIGEST },
   { type: CKM.SHA384, hash: "sha384", ...DIGEST },
   { type: CKM.SHA512, hash: "sha512", ...DIGEST },
+  // C_GenerateKeyPair in the vault (key-generation.ts): offered by vault tokens and by per-key slots whose key does
+  // not exist yet.
+  { type: CKM.RSA_PKCS_KEY_PAIR_GEN, family: "key-pair-gen", ...RSA, flags: CKF.HW | CKF.GENERATE_KEY_PAIR },
+  { type: CKM.EC_KEY_PAIR_GEN, family: "key-pair-gen", ...EC, flags: CKF.HW | CKF.GENERATE_KEY_PAIR | CKF.EC_F_P | CKF.EC_NAMEDCURVE | CKF.EC_UNCOMPRESS },
 ];
 
 const BY_TYPE = new Map(MECHANISMS.map((spec) => [spec.type, spec]));
 
 export const mechanismSpec = (type: number): MechanismSpec | undefined => BY_TYPE.get(type);
 
-const OPERATION_FLAGS = CKF.SIGN | CKF.VERIFY | CKF.ENCRYPT | CKF.DECRYPT | CKF.DIGEST;
+const OPERATION_FLAGS = CKF.SIGN | CKF.VERIFY | CKF.ENCRYPT | CKF.DECRYPT | CKF.DIGEST | CKF.GENERATE_KEY_PAIR;
+
+/**
+ * The keys whose mechanisms a token offers: its one key (a per-key slot), any key (a vault token, whose keys are of
+ * every kind and which makes new ones), or none yet (a per-key slot whose key C_GenerateKeyPair may create).
+ */
+export type OfferedKeys = KeyMaterial | "any" | "none";
 
 /**
  * The flags a mechanism has on one token: operations the key's key_ops forbid are removed, and a mechanism left
  * with no operation is not offered at all (undefined).
  */
-export function flagsForKey(spec: MechanismSpec, material: KeyMaterial): number | undefined {
-  if (spec.keyKind === undefined) return spec.flags;
-  if (spec.keyKind !== material.kind) return undefined;
+export function flagsForKey(spec: MechanismSpec, keys: OfferedKeys): number | undefined {
+  if (spec.keyKind === undefined || keys === "any") return spec.flags;
+  if (spec.family === "key-pair-gen") return keys === "none" ? spec.flags : undefined;
+  if (keys === "none" || spec.keyKind !== keys.kind) return undefined;
   let flags = spec.flags;
-  if (!material.can.sign) flags &= ~CKF.SIGN;
-  if (!material.can.verify) flags &= ~CKF.VERIFY;
-  if (!material.can.encrypt) flags &= ~CKF.ENCRYPT;
-  if (!material.can.decrypt) flags &= ~CKF.DECRYPT;
+  if (!keys.can.sign) flags &= ~CKF.SIGN;
+  if (!keys.can.verify) flags &= ~CKF.VERIFY;
+  if (!keys.can.encrypt) flags &= ~CKF.ENCRYPT;
+  if (!keys.can.decrypt) flags &= ~CKF.DECRYPT;
   return flags & OPERATION_FLAGS ? flags : undefined;
 }
 
 /** C_GetMechanismList for a token. */
-export function mechanismsForKey(material: KeyMaterial): number[] {
-  return MECHANISMS.filter((spec) => flagsForKey(spec, material) !== undefined).map((spec) => spec.type);
+export function mechanismsForKey(keys: OfferedKeys): number[] {
+  return MECHANISMS.filter((spec) => flagsForKey(spec, keys) !== undefined).map((spec) => spec.type);
 }
 
 /** CKA_ALLOWED_MECHANISMS of a key object: the key mechanisms whose operations fit that object's side. */
 export function allowedMechanisms(material: KeyMaterial, side: "private" | "public"): number[] {
   const sideFlags = side === "private" ? CKF.SIGN | CKF.DECRYPT : CKF.VERIFY | CKF.ENCRYPT;
-  return MECHANISMS.filter((spec) => spec.keyKind !== undefined && ((flagsForKey(spec, material) ?? 0) & sideFlags) !== 0).map((spec) => spec.type);
+  return MECHANISMS.filter((spec) => spec.keyKind !== undefined && spec.family !== "key-pair-gen" && ((flagsForKey(spec, material) ?? 0) & sideFlags) !== 0).map((spec) => spec.type);
 }

@@ -63,6 +63,8 @@ export const CKR = {
   CRYPTOKI_NOT_INITIALIZED: 0x190,
   CRYPTOKI_ALREADY_INITIALIZED: 0x191,
   FUNCTION_REJECTED: 0x200,
+  CURVE_NOT_SUPPORTED: 0x140,
+  DOMAIN_PARAMS_INVALID: 0x130,
   OPERATION_CANCEL_FAILED: 0x202,
 } as const;
 
@@ -190,6 +192,8 @@ export const CKF = {
   SIGN_RECOVER: 1 << 12,
   VERIFY: 1 << 13,
   VERIFY_RECOVER: 1 << 14,
+  GENERATE: 1 << 15,
+  GENERATE_KEY_PAIR: 1 << 16,
   WRAP: 1 << 17,
   UNWRAP: 1 << 18,
   /** C_SessionCancel (v3.0): the find operation. */

@@ -7,7 +7,7 @@ import { CKF, CKR } from "../pkcs11/constants.ts";
 import { Pkcs11Error } from "../pkcs11/error.ts";
 import { startDecrypt, startDigestOperation, startEncrypt, startSign, startVerify, type VaultSignRequest } from "../mechanisms/index.ts";
 import type { KeyMaterial } from "../token/key-material.ts";
-import type { TokenObject } from "../token/objects.ts";
+import type { FoundObject } from "../token/token.ts";
 import { vaultFailure } from "../token/vault-errors.ts";
 import { andThen, type Immediate } from "./immediate.ts";
 import type { ActiveSign, Session } from "./session.ts";
@@ -17,11 +17,6 @@ export interface OutResult {
   rv: number;
   length: number;
   data?: Buffer;
-}
-
-/** The token's objects: at once once loaded, or when the first load (from the vault) finishes. */
-function loadedToken(session: Session) {
-  return session.token.current ?? session.token.load();
 }
 
 /** The length-query and buffer rules for an output of known length; undefined means "produce it now". */
@@ -39,19 +34,15 @@ export class Operations {
 
   // ---- objects ---------------------------------------------------------------------------------------------
 
-  object(session: Session, handle: number): Immediate<{ object: TokenObject; material: KeyMaterial }> {
-    return andThen(loadedToken(session), (loaded) => {
-      const object = loaded.objects.find((candidate) => candidate.handle === handle);
-      if (!object) throw new Pkcs11Error(CKR.OBJECT_HANDLE_INVALID);
-      return { object, material: loaded.material };
-    });
+  object(session: Session, handle: number): Immediate<FoundObject> {
+    return session.token.object(handle);
   }
 
   findInit(session: Session, template: Attribute[]): Immediate<void> {
     if (session.find) throw new Pkcs11Error(CKR.OPERATION_ACTIVE);
-    // A find that can match a certificate still pending after a passing failure waits for its fetch (token.ts).
-    return andThen(session.token.forFind(template), (loaded) => {
-      session.find = { handles: loaded.objects.filter((object) => object.attributes.matches(template)).map((object) => object.handle), position: 0 };
+    // A find that can match a certificate still pending after a passing failure waits for its fetch (key-token.ts).
+    return andThen(session.token.find(template), (handles) => {
+      session.find = { handles, position: 0 };
     });
   }
 
@@ -72,16 +63,19 @@ export class Operations {
 
   /** The key object for an Init call, with the spec's checks on class and permission. */
   private key(session: Session, handle: number, side: "private" | "public", permitted: (material: KeyMaterial) => boolean, purpose: string): Immediate<KeyMaterial> {
-    return andThen(loadedToken(session), (loaded) => {
-      const object = loaded.objects.find((candidate) => candidate.handle === handle);
-      if (!object) throw new Pkcs11Error(CKR.KEY_HANDLE_INVALID);
-      return this.checkedKey(session, object, loaded.material, side, permitted, purpose);
-    });
+    let found: Immediate<FoundObject>;
+    try {
+      found = session.token.object(handle);
+    } catch (error) {
+      throw asKeyHandleError(error);
+    }
+    if (found instanceof Promise) return found.then((object) => this.checkedKey(session, object, side, permitted, purpose), (error: unknown) => Promise.reject(asKeyHandleError(error)));
+    return this.checkedKey(session, found, side, permitted, purpose);
   }
 
-  private checkedKey(session: Session, object: TokenObject, material: KeyMaterial, side: "private" | "public", permitted: (material: KeyMaterial) => boolean, purpose: string): KeyMaterial {
+  private checkedKey(session: Session, { object, material }: FoundObject, side: "private" | "public", permitted: (material: KeyMaterial) => boolean, purpose: string): KeyMaterial {
     const handle = object.handle;
-    if (object.kind === "certificate" || object.kind === "authority") throw new Pkcs11Error(CKR.KEY_HANDLE_INVALID, `object ${handle} is a certificate, not a key`);
+    if (object.kind === "certificate" || object.kind === "authority" || !material) throw new Pkcs11Error(CKR.KEY_HANDLE_INVALID, `object ${handle} is a certificate, not a key`);
     if (object.kind !== side) throw new Pkcs11Error(CKR.KEY_TYPE_INCONSISTENT, `${purpose} needs the ${side} key; object ${handle} is the ${object.kind} key`);
     if (!permitted(material)) {
       throw new Pkcs11Error(CKR.KEY_FUNCTION_NOT_PERMITTED, `${session.token.label}: the key's key_ops (${material.key.keyOps.join(", ") || "none"}) do not allow ${purpose}`);
@@ -298,6 +292,11 @@ export class Operations {
     if (flags & CKF.DIGEST) session.digest = undefined;
     if (flags & CKF.FIND_OBJECTS) session.find = undefined;
   }
+}
+
+/** An Init call names a key: a handle that names no object is CKR_KEY_HANDLE_INVALID there. */
+function asKeyHandleError(error: unknown): unknown {
+  return error instanceof Pkcs11Error && error.rv === CKR.OBJECT_HANDLE_INVALID ? new Pkcs11Error(CKR.KEY_HANDLE_INVALID, error.message, { logged: error.logged }) : error;
 }
 
 /** RSA signatures are exactly the modulus length (left-padded if the service dropped leading zeros); ECDSA r||s is fixed. */

@@ -124,6 +124,23 @@ export class AttributeSet {
     return { rv, answers };
   }
 
+  /**
+   * Matching against what is known so far (a vault token's objects before their key is read): false when a
+   * known attribute differs, undefined when the template names one that is not known yet, true otherwise.
+   */
+  decide(template: readonly { type: number; value: Buffer }[]): boolean | undefined {
+    let unknown = false;
+    for (const { type, value } of template) {
+      const entry = this.entries.get(type);
+      if (!entry) {
+        unknown = true;
+        continue;
+      }
+      if (entry.sensitive || !entry.value.equals(value)) return false;
+    }
+    return unknown ? undefined : true;
+  }
+
   /** C_FindObjects matching: every template attribute must be present, revealed, and byte-equal. */
   matches(template: readonly { type: number; value: Buffer }[]): boolean {
     return template.every(({ type, value }) => {

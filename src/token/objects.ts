@@ -1,8 +1,8 @@
-// The objects of one token, built once from the key material: private key, public key and, when there is one,
-// the certificate. They share CKA_ID (SHA-1 of the public key) and CKA_LABEL (the key's name in the vault, which
-// jarsigner shows as the alias and pesign -c and pkcs11 URIs' object= select). CA certificates that follow the
-// key's in a certificate_path PEM file are authority certificates with their own CKA_ID and label: hosts such as
-// SunPKCS11 build the signer's chain from a token's certificates by issuer name.
+// The objects of one vault key, built once from the key material: private key, public key and, when there is one,
+// the certificate. By default they share CKA_ID (SHA-1 of the public key) and CKA_LABEL (the key's name in the
+// vault, which jarsigner shows as the alias and pesign -c and pkcs11 URIs' object= select); a key made or changed
+// through PKCS#11 keeps its own in tags (tags.ts). CA certificates are authority certificates with their own CKA_ID
+// and label: hosts such as SunPKCS11 build the signer's chain from a token's certificates by issuer name.
 import { createHash, X509Certificate } from "node:crypto";
 import { MAX_AUTHORITY_CERTIFICATES } from "../config/types.ts";
 import { CK_CERTIFICATE_CATEGORY, CK_UNAVAILABLE_INFORMATION, CKA, CKC, CKK, CKM, CKO } from "../pkcs11/constants.ts";
@@ -30,29 +30,52 @@ export const objectHandle = (slotIndex: number, kind: ObjectKind, position = 0):
   slotIndex * HANDLES_PER_SLOT + KIND_INDEX[kind] + position + 1;
 export const slotOfHandle = (handle: number): number => Math.floor((handle - 1) / HANDLES_PER_SLOT);
 
-function common(set: AttributeSet, objectClass: number, isPrivate: boolean, label: string, uniqueId: string): AttributeSet {
+/** CKA_LABEL and CKA_ID of one object; an absent id is the key's own (SHA-1 of its public key). */
+export interface ObjectIdentity {
+  label: string;
+  id?: Buffer;
+}
+
+/** How one key's objects are numbered, named, and whether PKCS#11 may change or destroy them. */
+export interface KeyObjectsSpec {
+  handle: (kind: ObjectKind, position?: number) => number;
+  private: ObjectIdentity;
+  public: ObjectIdentity;
+  certificate: ObjectIdentity;
+  /** CKA_MODIFIABLE and CKA_DESTROYABLE of the key objects (vault tokens) and the certificate (one this module stored). */
+  keysWritable: boolean;
+  certificateDestroyable: boolean;
+  /** Where the unique ids start, e.g. https://vault/keys/name */
+  uniqueBase: string;
+  /** A key made (CKA_LOCAL) or imported (never CKA_NEVER_EXTRACTABLE) through this module; unknown otherwise. */
+  origin?: "generated" | "imported";
+  authorities?: readonly Buffer[];
+}
+
+/** The attributes every object of the token has, known before the vault is asked about the key. */
+export function common(set: AttributeSet, objectClass: number, isPrivate: boolean, label: string, uniqueId: string, writable = false, destroyable = writable): AttributeSet {
   return set
     .ulong(CKA.CLASS, objectClass)
     .bool(CKA.TOKEN, true)
     .bool(CKA.PRIVATE, isPrivate)
-    .bool(CKA.MODIFIABLE, false)
+    .bool(CKA.MODIFIABLE, writable)
     .bool(CKA.COPYABLE, false)
-    .bool(CKA.DESTROYABLE, false)
+    .bool(CKA.DESTROYABLE, destroyable)
     .text(CKA.LABEL, label)
     .text(CKA.UNIQUE_ID, uniqueId);
 }
 
-function keyCommon(set: AttributeSet, material: KeyMaterial, side: "private" | "public"): AttributeSet {
+function keyCommon(set: AttributeSet, material: KeyMaterial, side: "private" | "public", id: Buffer, origin: KeyObjectsSpec["origin"]): AttributeSet {
   const subject = material.certificate?.fields.subject;
   set
     .ulong(CKA.KEY_TYPE, material.kind === "RSA" ? CKK.RSA : CKK.EC)
-    .bytes(CKA.ID, material.id)
+    .bytes(CKA.ID, id)
     .date(CKA.START_DATE, material.key.notBefore)
     .date(CKA.END_DATE, material.key.expiresOn)
     .bool(CKA.DERIVE, false)
-    // The vault, not this token, made or imported the key: PKCS#11 cannot tell which.
-    .bool(CKA.LOCAL, false)
-    .ulong(CKA.KEY_GEN_MECHANISM, CK_UNAVAILABLE_INFORMATION)
+    // Unless the key was made through this module, PKCS#11 cannot tell whether the vault made or imported it.
+    .bool(CKA.LOCAL, origin === "generated")
+    .ulong(CKA.KEY_GEN_MECHANISM, origin === "generated" ? (material.kind === "RSA" ? CKM.RSA_PKCS_KEY_PAIR_GEN : CKM.EC_KEY_PAIR_GEN) : CK_UNAVAILABLE_INFORMATION)
     .ulongs(CKA.ALLOWED_MECHANISMS, allowedMechanisms(material, side))
     .bytes(CKA.SUBJECT, subject ?? Buffer.alloc(0))
     .bytes(CKA.PUBLIC_KEY_INFO, material.spkiDer);
@@ -86,22 +109,32 @@ function certificateObject(set: AttributeSet, der: Buffer, fields: CertificateFi
 }
 
 /** A CA certificate's label: its subject's common name, which is what certificate viewers show. */
-function authorityLabel(certificate: X509Certificate): string {
+export function authorityLabel(certificate: X509Certificate): string {
   const commonName = /^CN=(.*)$/m.exec(certificate.subject)?.[1];
   return commonName ?? certificate.subject.replace(/\n/g, ", ");
 }
 
-export function buildObjects(slotIndex: number, material: KeyMaterial, label: string, ulongSize: number, authorities: readonly Buffer[] = []): TokenObject[] {
-  const uniqueBase = `${material.key.vaultUrl}/keys/${material.key.name}`;
-  const privateKey = keyCommon(common(new AttributeSet(ulongSize), CKO.PRIVATE_KEY, true, label, `${uniqueBase}#private`), material, "private")
+/** A CA certificate object (an authority of a certificate_path chain, or one stored on a vault token). */
+export function authorityObject(handle: number, der: Buffer, identity: ObjectIdentity | undefined, uniqueId: string, ulongSize: number, destroyable = false): TokenObject {
+  const fields = certificateFields(der);
+  const parsed = new X509Certificate(der);
+  const id = identity?.id ?? keyIdentifier(fields.subjectPublicKeyInfo);
+  const set = common(new AttributeSet(ulongSize), CKO.CERTIFICATE, false, identity?.label ?? authorityLabel(parsed), uniqueId, false, destroyable);
+  const attributes = certificateObject(set, der, fields, id, CK_CERTIFICATE_CATEGORY.AUTHORITY, new Date(parsed.validFrom), new Date(parsed.validTo));
+  return { handle, kind: "authority", attributes };
+}
+
+export function buildObjects(material: KeyMaterial, spec: KeyObjectsSpec, ulongSize: number): TokenObject[] {
+  const { uniqueBase, keysWritable } = spec;
+  const privateKey = keyCommon(common(new AttributeSet(ulongSize), CKO.PRIVATE_KEY, true, spec.private.label, `${uniqueBase}#private`, keysWritable), material, "private", spec.private.id ?? material.id, spec.origin)
     .bool(CKA.SENSITIVE, true)
     .bool(CKA.DECRYPT, material.can.decrypt && material.kind === "RSA")
     .bool(CKA.SIGN, material.can.sign)
     .bool(CKA.SIGN_RECOVER, false)
     .bool(CKA.UNWRAP, material.can.unwrap && material.kind === "RSA")
     .bool(CKA.EXTRACTABLE, false)
-    .bool(CKA.ALWAYS_SENSITIVE, true)
-    .bool(CKA.NEVER_EXTRACTABLE, true)
+    .bool(CKA.ALWAYS_SENSITIVE, spec.origin !== "imported")
+    .bool(CKA.NEVER_EXTRACTABLE, spec.origin !== "imported")
     .bool(CKA.WRAP_WITH_TRUSTED, false)
     .bool(CKA.ALWAYS_AUTHENTICATE, false);
   if (material.kind === "RSA") {
@@ -109,29 +142,24 @@ export function buildObjects(slotIndex: number, material: KeyMaterial, label: st
   } else {
     privateKey.sensitive(CKA.VALUE);
   }
-  const publicKey = keyCommon(common(new AttributeSet(ulongSize), CKO.PUBLIC_KEY, false, label, `${uniqueBase}#public`), material, "public")
+  const publicKey = keyCommon(common(new AttributeSet(ulongSize), CKO.PUBLIC_KEY, false, spec.public.label, `${uniqueBase}#public`, keysWritable, false), material, "public", spec.public.id ?? material.id, spec.origin)
     .bool(CKA.ENCRYPT, material.can.encrypt && material.kind === "RSA")
     .bool(CKA.VERIFY, material.can.verify)
     .bool(CKA.VERIFY_RECOVER, false)
     .bool(CKA.WRAP, material.can.wrap && material.kind === "RSA")
     .bool(CKA.TRUSTED, false);
   const objects: TokenObject[] = [
-    { handle: objectHandle(slotIndex, "private"), kind: "private", attributes: privateKey },
-    { handle: objectHandle(slotIndex, "public"), kind: "public", attributes: publicKey },
+    { handle: spec.handle("private"), kind: "private", attributes: privateKey },
+    { handle: spec.handle("public"), kind: "public", attributes: publicKey },
   ];
   const certificate = material.certificate;
   if (certificate) {
-    const set = common(new AttributeSet(ulongSize), CKO.CERTIFICATE, false, label, `${uniqueBase}#certificate`);
-    const attributes = certificateObject(set, certificate.der, certificate.fields, material.id, CK_CERTIFICATE_CATEGORY.TOKEN_USER, certificate.notBefore, certificate.notAfter);
-    objects.push({ handle: objectHandle(slotIndex, "certificate"), kind: "certificate", attributes });
+    const set = common(new AttributeSet(ulongSize), CKO.CERTIFICATE, false, spec.certificate.label, `${uniqueBase}#certificate`, false, spec.certificateDestroyable);
+    const attributes = certificateObject(set, certificate.der, certificate.fields, spec.certificate.id ?? material.id, CK_CERTIFICATE_CATEGORY.TOKEN_USER, certificate.notBefore, certificate.notAfter);
+    objects.push({ handle: spec.handle("certificate"), kind: "certificate", attributes });
   }
-  authorities.slice(0, MAX_AUTHORITY_CERTIFICATES).forEach((der, position) => {
-    const fields = certificateFields(der);
-    const parsed = new X509Certificate(der);
-    const id = keyIdentifier(fields.subjectPublicKeyInfo);
-    const set = common(new AttributeSet(ulongSize), CKO.CERTIFICATE, false, authorityLabel(parsed), `${uniqueBase}#authority-${position + 1}`);
-    const attributes = certificateObject(set, der, fields, id, CK_CERTIFICATE_CATEGORY.AUTHORITY, new Date(parsed.validFrom), new Date(parsed.validTo));
-    objects.push({ handle: objectHandle(slotIndex, "authority", position), kind: "authority", attributes });
+  (spec.authorities ?? []).slice(0, MAX_AUTHORITY_CERTIFICATES).forEach((der, position) => {
+    objects.push(authorityObject(spec.handle("authority", position), der, undefined, `${uniqueBase}#authority-${position + 1}`, ulongSize));
   });
   return objects;
 }

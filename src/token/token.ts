@@ -1,202 +1,66 @@
-// One slot and its token: the configured key, its objects once loaded, and the login state its sessions share.
-// A passing vault failure (throttling, a reset, a timeout, a 5xx) never sticks: the key is fetched again on the next
-// use and in the background, and a certificate the vault failed to serve stays pending, not absent, until it does.
-import { createHash } from "node:crypto";
+// What every token offers the session layer, whether it shows one configured key (key-token.ts) or every key of a
+// vault (vault-token.ts). Sessions, operations and key management see only this.
 import type { ResolvedSlot } from "../config/types.ts";
 import type { Attribute } from "../protocol/codec.ts";
-import type { VaultBackend, VaultKey } from "../vault/types.ts";
-import { log } from "../log/log.ts";
-import { CKA, CKO } from "../pkcs11/constants.ts";
 import type { Immediate } from "../session/immediate.ts";
-import { encodeUlong } from "./attributes.ts";
-import { buildKeyMaterial, type KeyMaterial } from "./key-material.ts";
-import { buildObjects, type TokenObject } from "./objects.ts";
-import { Backoff, isPassing } from "./retry.ts";
-import { vaultFailure } from "./vault-errors.ts";
+import type { NewKeyProperties, NewKeySpec, ImportedKey } from "../vault/types.ts";
+import type { KeyMaterial } from "./key-material.ts";
+import type { ObjectIdentity, TokenObject } from "./objects.ts";
 
 export type LoginState = "public" | "user" | "so";
 
-export interface LoadedToken {
-  material: KeyMaterial;
-  objects: TokenObject[];
+export interface FoundObject {
+  object: TokenObject;
+  /** The key behind a key object (and behind a key's certificate); absent for CA certificates. */
+  material?: KeyMaterial;
 }
 
-/** A use of the token retries a pending certificate at most this often (the background retries back off further). */
-const USE_RETRY_GAP_MS = 1_000;
-/** Retries on use can fail every second through an outage: warn of the first failure, then once a minute. */
-const WARN_AGAIN_MS = 60_000;
+/** A key to make in the vault, already checked against the token's rules (src/session/key-management.ts). */
+export interface KeyRequest {
+  /** The name PKCS#11 asked for (a label that is a valid Key Vault name); otherwise the token picks one. */
+  preferredName?: string;
+  spec: NewKeySpec;
+  properties: NewKeyProperties;
+  identities: { private: Partial<ObjectIdentity>; public: Partial<ObjectIdentity> };
+}
 
-export class Token {
-  loginState: LoginState = "public";
-  /** Handles of the open sessions on this token. */
-  readonly sessions = new Set<number>();
+export interface CreatedKey {
+  privateHandle: number;
+  publicHandle: number;
+}
+
+export interface Token {
+  readonly slotId: number;
+  readonly slot: ResolvedSlot;
+  readonly label: string;
   readonly serial: string;
+  /** "Key Vault" or "Managed HSM" (CK_TOKEN_INFO.model). */
   readonly model: string;
-  private loading: Promise<LoadedToken> | undefined;
-  private loaded: LoadedToken | undefined;
-  private readonly keyRetry = new Backoff();
-  private stopped = false;
-  /**
-   * Whether the certificate is settled: given by the config, read from the vault, or absent there (404, or 403 for
-   * an identity without certificates/get). Any other failure leaves it pending.
-   */
-  private certificateKnown: boolean;
-  private certificateDer: Buffer | undefined;
-  private certificateFetch: Promise<void> | undefined;
-  private certificateAttemptEnded = 0;
-  private certificateWarned = 0;
-  private readonly certificateRetry = new Backoff();
-
-  constructor(
-    readonly slotId: number,
-    readonly slot: ResolvedSlot,
-    private readonly backend: VaultBackend,
-    private readonly ulongSize: number,
-  ) {
-    // Stable across restarts and machines, distinct per vault and key.
-    this.serial = createHash("sha256").update(`${slot.vaultUrl}/keys/${slot.keyName}`).digest("hex").slice(0, 16);
-    this.model = isManagedHsm(slot.vaultUrl) ? "Managed HSM" : "Key Vault";
-    this.certificateKnown = Boolean(slot.certificateDer) || slot.certificateFromConfig;
-    this.certificateDer = slot.certificateDer;
-  }
-
-  get label(): string {
-    return this.slot.label;
-  }
-
-  /**
-   * The loaded key, if it already is: the fast path of every signature. While the certificate is pending, a use
-   * also fetches it again (without waiting for it), so that the finds that follow see it once the vault serves it.
-   */
-  get current(): LoadedToken | undefined {
-    if (!this.certificateKnown && this.loaded) this.retryCertificateOnUse();
-    return this.loaded;
-  }
-
-  /** True while the vault has failed to serve the certificate for a passing reason and retries go on. */
-  get certificatePending(): boolean {
-    return !this.certificateKnown;
-  }
-
-  /** Starts loading in the background; failures are logged by load() and retried on the next use. */
-  prefetch(): void {
-    this.load().catch(() => undefined);
-  }
-
-  /**
-   * The key and objects, fetched once with the first attempt at the certificate. A failed fetch is forgotten so
-   * that the next call tries again; a passing failure is also retried in the background.
-   */
-  load(): Promise<LoadedToken> {
-    if (this.loaded) return Promise.resolve(this.loaded);
-    if (!this.loading) {
-      this.keyRetry.cancel();
-      this.loading = this.fetch().then(
-        (loaded) => {
-          this.loaded = loaded;
-          this.loading = undefined;
-          this.keyRetry.reset();
-          return loaded;
-        },
-        (error: unknown) => {
-          this.loading = undefined;
-          const failure = vaultFailure(error, this.label, "load");
-          if (isPassing(error) && !this.stopped) this.keyRetry.failed(() => this.prefetch());
-          else this.keyRetry.reset();
-          throw failure;
-        },
-      );
-    }
-    return this.loading;
-  }
-
-  /**
-   * The objects a C_FindObjectsInit with `template` searches. While the certificate is pending, a find whose
-   * template can match it starts a fetch (or joins the one in flight) and waits for it, bounded by the vault call's
-   * deadline, so that it sees the certificate as soon as the vault serves it again; a find that names another
-   * CKA_CLASS (the usual search for a key before signing) does not wait.
-   */
-  forFind(template: readonly Attribute[]): Immediate<LoadedToken> {
-    const loaded = this.loaded;
-    if (!loaded) return this.load();
-    if (this.certificateKnown) return loaded;
-    const objectClass = template.find((attribute) => attribute.type === CKA.CLASS);
-    if (objectClass && !objectClass.value.equals(encodeUlong(CKO.CERTIFICATE, this.ulongSize))) {
-      this.retryCertificateOnUse();
-      return loaded;
-    }
-    return this.fetchCertificate().then(() => this.loaded ?? loaded);
-  }
-
-  private async fetch(): Promise<LoadedToken> {
-    const { slot } = this;
-    const started = Date.now();
-    const [key] = await Promise.all([this.backend.getKey(slot.vaultUrl, slot.keyName, slot.keyVersion), this.certificateKnown ? undefined : this.fetchCertificate()]);
-    const loaded = this.build(key);
-    const { material } = loaded;
-    const certificate = material.certificate ? " with certificate" : this.certificateKnown ? "" : " (certificate pending)";
-    log.debug(`${this.label}: loaded ${material.kind} key ${key.kid} (${material.keyBits} bits)${certificate} in ${Date.now() - started} ms`);
-    return loaded;
-  }
-
-  /** Objects with deterministic handles (slot*16+kind+1), whether or not the certificate is there yet. */
-  private build(key: VaultKey): LoadedToken {
-    const material = buildKeyMaterial(key, this.certificateDer, this.label);
-    return { material, objects: buildObjects(this.slotId, material, key.name, this.ulongSize, this.slot.certificateChainDer) };
-  }
-
-  /**
-   * The application is gone (C_Finalize, or an agent connection that closed): no more background retries, which in
-   * an agent would otherwise go on for every process that ever used the token.
-   */
-  stop(): void {
-    this.stopped = true;
-    this.keyRetry.cancel();
-    this.certificateRetry.cancel();
-  }
-
-  private retryCertificateOnUse(): void {
-    if (this.certificateFetch || Date.now() - this.certificateAttemptEnded < USE_RETRY_GAP_MS) return;
-    void this.fetchCertificate();
-  }
-
-  /** One attempt at the certificate named like the key, shared by all who ask meanwhile; never rejects. */
-  private fetchCertificate(): Promise<void> {
-    this.certificateFetch ??= this.attemptCertificate().finally(() => {
-      this.certificateFetch = undefined;
-      this.certificateAttemptEnded = Date.now();
-    });
-    return this.certificateFetch;
-  }
-
-  private async attemptCertificate(): Promise<void> {
-    this.certificateRetry.cancel();
-    const { keyName } = this.slot;
-    try {
-      // Undefined when the vault has none or refuses to say (404, 403): the token then has no certificate object.
-      const der = await this.backend.getCertificate(this.slot.vaultUrl, keyName);
-      const failures = this.certificateRetry.failureCount;
-      this.certificateRetry.reset();
-      this.certificateKnown = true;
-      this.certificateDer = der;
-      if (failures > 0) log.info(`${this.label}: ${der ? "read certificate" : "the vault has no certificate"} '${keyName}' after ${failures} failed attempt(s)${der ? "; the token shows it now" : ""}`);
-      if (this.loaded && der) this.loaded = this.build(this.loaded.material.key);
-    } catch (error) {
-      // A key without its certificate still signs; the certificate object comes when a retry succeeds.
-      const delay = this.certificateRetry.failed(() => {
-        if (this.loaded && !this.stopped) void this.fetchCertificate();
-      });
-      const reason = error instanceof Error ? error.message : String(error);
-      const line = `${this.label}: cannot read certificate '${keyName}' from the vault (${reason}); the token shows no certificate object until a retry succeeds (next in ${delay / 1000} s, or on the next use)`;
-      const now = Date.now();
-      if (this.certificateRetry.failureCount === 1 || now - this.certificateWarned >= WARN_AGAIN_MS) {
-        this.certificateWarned = now;
-        log.warn(line);
-      } else {
-        log.debug(line);
-      }
-    }
-  }
+  /** CK_SLOT_INFO.slotDescription. */
+  readonly description: string;
+  loginState: LoginState;
+  /** Handles of the open sessions on this token. */
+  readonly sessions: Set<number>;
+  /** Why the token shows nothing, once known (a per-key slot whose key the vault does not have). */
+  readonly problem: string | undefined;
+  /** Starts reading from the vault in the background, so that the first use waits only for what is in flight. */
+  prefetch(): void;
+  /** The application is gone: no more background retries. */
+  stop(): void;
+  /** Handles of the objects matching a C_FindObjectsInit template, in a stable order. */
+  find(template: readonly Attribute[]): Immediate<number[]>;
+  /** The object behind a handle; CKR_OBJECT_HANDLE_INVALID when the token has none. */
+  object(handle: number): Immediate<FoundObject>;
+  /** Whose mechanisms C_GetMechanismList shows: the token's one key, every key kind, or none but key generation. */
+  offeredKeys(): Immediate<KeyMaterial | "any" | "none">;
+  /** C_GenerateKeyPair and C_CreateObject of a private key: makes the key in the vault. */
+  createKey(request: KeyRequest, imported?: ImportedKey): Promise<CreatedKey>;
+  /** C_CreateObject of a certificate: stores it for the key whose public key it holds (or as a CA certificate). */
+  storeCertificate(der: Buffer, identity: Partial<ObjectIdentity>): Promise<number>;
+  /** C_SetAttributeValue of CKA_LABEL and CKA_ID on a key object. */
+  setIdentity(handle: number, change: Partial<ObjectIdentity>): Promise<void>;
+  /** C_DestroyObject. */
+  destroy(handle: number): Promise<void>;
 }
 
 export function isManagedHsm(vaultUrl: string): boolean {

@@ -4,7 +4,21 @@ import { CKR, rvName } from "../pkcs11/constants.ts";
 import { Pkcs11Error } from "../pkcs11/error.ts";
 import { log } from "../log/log.ts";
 
-export type VaultOperation = "load" | "sign" | "decrypt" | "random";
+export type VaultOperation = "load" | "sign" | "decrypt" | "random" | "list" | WriteOperation;
+/** Operations that change the vault (C_GenerateKeyPair, C_CreateObject, C_SetAttributeValue, C_DestroyObject). */
+export type WriteOperation = "create" | "import" | "update" | "delete" | "store certificate" | "delete certificate";
+
+/** The access-policy permission and the RBAC role each write needs (docs/vault-tokens.md#permissions). */
+export const WRITE_PERMISSIONS: Record<WriteOperation, string> = {
+  create: "keys/create (RBAC: Key Vault Crypto Officer; Managed HSM: Managed HSM Crypto Officer)",
+  import: "keys/import (RBAC: Key Vault Crypto Officer; Managed HSM: Managed HSM Crypto Officer)",
+  update: "keys/update (RBAC: Key Vault Crypto Officer; Managed HSM: Managed HSM Crypto Officer)",
+  delete: "keys/delete (RBAC: Key Vault Crypto Officer; Managed HSM: Managed HSM Crypto Officer)",
+  "store certificate": "secrets/set (RBAC: Key Vault Secrets Officer)",
+  "delete certificate": "secrets/delete (RBAC: Key Vault Secrets Officer)",
+};
+
+const isWrite = (operation: VaultOperation): operation is WriteOperation => operation in WRITE_PERMISSIONS;
 
 
 function rvFor(error: VaultError, operation: VaultOperation): number {
@@ -13,9 +27,10 @@ function rvFor(error: VaultError, operation: VaultOperation): number {
       // The key behind the token is gone: for the application, the device went away.
       return CKR.DEVICE_REMOVED;
     case "forbidden":
-      return operation === "load" ? CKR.DEVICE_ERROR : CKR.FUNCTION_REJECTED;
+      return operation === "load" || operation === "list" ? CKR.DEVICE_ERROR : CKR.FUNCTION_REJECTED;
     case "conflict":
-      return CKR.FUNCTION_FAILED;
+      // The name the template asked for (CKA_LABEL, or the slot's key_name) is taken: it is never overwritten.
+      return operation === "create" || operation === "import" ? CKR.ATTRIBUTE_VALUE_INVALID : CKR.FUNCTION_FAILED;
     case "bad-parameter":
       return operation === "decrypt" ? CKR.ENCRYPTED_DATA_INVALID : CKR.FUNCTION_FAILED;
     case "auth":
@@ -39,7 +54,8 @@ export function vaultFailure(error: unknown, label: string, operation: VaultOper
   if (error instanceof VaultError) {
     const rv = rvFor(error, operation);
     const status = error.statusCode ? ` HTTP ${error.statusCode}` : "";
-    log.errorOncePerMinute(`${label}: ${operation} failed: ${error.kind}${status}: ${error.message}${HINTS[error.kind] ?? ""} -> ${rvName(rv)}`);
+    const hint = error.kind === "forbidden" && isWrite(operation) ? ` (this needs ${WRITE_PERMISSIONS[operation]})` : (HINTS[error.kind] ?? "");
+    log.errorOncePerMinute(`${label}: ${operation} failed: ${error.kind}${status}: ${error.message}${hint} -> ${rvName(rv)}`);
     return new Pkcs11Error(rv, error.message, { logged: true });
   }
   const message = error instanceof Error ? error.message : String(error);

@@ -4,7 +4,8 @@ import { existsSync, mkdirSync, mkdtempSync, writeFileSync, chmodSync } from "no
 import { tmpdir } from "node:os";
 import path from "node:path";
 import test from "ava";
-import { ConfigError, loadConfig, discoverSlots, type ModuleConfig } from "../../src/config/index.ts";
+import { ConfigError, loadConfig, type KeySlot, type ModuleConfig, type ResolvedSlot } from "../../src/config/index.ts";
+import { discoverSlots } from "../../src/token/discover.ts";
 import type { VaultBackend } from "../../src/vault/types.ts";
 import { selfSignedCertificate } from "./certificates.ts";
 
@@ -21,8 +22,11 @@ function writeConfig(content: unknown, dir = tempDir()): string {
   return file;
 }
 
-function load(file: string, extra: NodeJS.ProcessEnv = {}): ModuleConfig {
-  return loadConfig({ AZURE_KEYVAULT_PKCS11_CONFIG: file, HOME: "/nonexistent-home", ...extra });
+/** Per-key slots, as most cases here configure them (vault tokens have their own cases). */
+type KeySlotConfig = ModuleConfig & { slots: KeySlot[] };
+
+function load(file: string, extra: NodeJS.ProcessEnv = {}): KeySlotConfig {
+  return loadConfig({ AZURE_KEYVAULT_PKCS11_CONFIG: file, HOME: "/nonexistent-home", ...extra }) as KeySlotConfig;
 }
 
 function expectConfigError(t: import("ava").ExecutionContext, run: () => unknown, file: string, field: string, detail: RegExp): void {
@@ -207,11 +211,11 @@ test("config path precedence: AZURE_KEYVAULT_PKCS11_CONFIG, then $XDG_CONFIG_HOM
   writeFileSync(xdgFile, JSON.stringify({ slots: [{ key_name: "from-xdg", vault_url: VAULT }] }));
   const explicit = writeConfig({ slots: [{ key_name: "from-explicit", vault_url: VAULT }] });
 
-  const withAll = loadConfig({ HOME: home, XDG_CONFIG_HOME: xdg, AZURE_KEYVAULT_PKCS11_CONFIG: explicit });
+  const withAll = loadConfig({ HOME: home, XDG_CONFIG_HOME: xdg, AZURE_KEYVAULT_PKCS11_CONFIG: explicit }) as KeySlotConfig;
   t.is(withAll.source, explicit);
   t.is(withAll.slots[0]!.keyName, "from-explicit");
 
-  const withXdg = loadConfig({ HOME: home, XDG_CONFIG_HOME: xdg });
+  const withXdg = loadConfig({ HOME: home, XDG_CONFIG_HOME: xdg }) as KeySlotConfig;
   t.is(withXdg.source, xdgFile);
   t.is(withXdg.slots[0]!.keyName, "from-xdg");
 
@@ -236,6 +240,8 @@ test("AZURE_KEYVAULT_PKCS11_CONFIG naming a missing file is an error, not a fall
   expectConfigError(t, () => loadConfig({ AZURE_KEYVAULT_PKCS11_CONFIG: dir }), dir, "(file)", /not a regular file/);
 });
 
+const keyNameOf = (slot: ResolvedSlot): string | undefined => (slot.kind === "key" ? slot.keyName : undefined);
+
 function fakeBackend(names: string[]): VaultBackend & { listed: string[] } {
   const listed: string[] = [];
   return Object.assign(new UnusedVaultBackend(), {
@@ -250,7 +256,7 @@ function fakeBackend(names: string[]): VaultBackend & { listed: string[] } {
 test("discoverSlots: configured slots win; otherwise every key, sorted, labelled by its first 32 characters", async (t) => {
   const configured = load(writeConfig({ slots: [{ key_name: "b", vault_url: VAULT }, { key_name: "a", vault_url: VAULT }] }), { AZURE_KEYVAULT_URL: VAULT });
   const unused = fakeBackend(["zzz"]);
-  t.deepEqual((await discoverSlots(configured, unused)).map((slot) => slot.keyName), ["b", "a"]);
+  t.deepEqual((await discoverSlots(configured, unused)).map(keyNameOf), ["b", "a"]);
   t.deepEqual(unused.listed, []);
 
   const long = "rsa-signing-key-with-a-very-long-name-indeed";
@@ -258,7 +264,7 @@ test("discoverSlots: configured slots win; otherwise every key, sorted, labelled
   const slots = await discoverSlots(load(writeConfig({}), { AZURE_KEYVAULT_URL: `${VAULT}/` }), backend);
   t.deepEqual(backend.listed, [VAULT]);
   t.deepEqual(
-    slots.map((slot) => [slot.label, slot.keyName, slot.vaultUrl, slot.certificateFromConfig]),
+    slots.map((slot) => [slot.label, keyNameOf(slot), slot.vaultUrl, slot.kind === "key" && slot.certificateFromConfig]),
     [
       ["Alpha", "Alpha", VAULT, false],
       ["ec-key", "ec-key", VAULT, false],
@@ -275,7 +281,7 @@ test("config/config.example.json matches the shipped schema", async (t) => {
   const { readFileSync } = await import("node:fs");
   const example = JSON.parse(readFileSync(new URL("../../config/config.example.json", import.meta.url), "utf8")) as unknown;
   t.is(validateConfigShape(example), undefined);
-  t.deepEqual(validateConfigShape({ slots: [{ label: "x" }] }), { field: "slots[0].key_name", message: "is required" });
+  t.deepEqual(validateConfigShape({ slots: [{ label: "x" }] }), { field: "slots[0].key_name", message: "is required: set key_name for one key's slot, or vault_url for a vault token of every key" });
 });
 
 test.serial("unknown fields are accepted and reported at debug level only", async (t) => {
@@ -322,4 +328,25 @@ test("certificate_path: a PEM chain gives the key's certificate and the CA certi
   writeFileSync(path.join(broken, "broken.pem"), `${leaf!.pem}\n-----BEGIN CERTIFICATE-----\nTm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n`);
   const brokenFile = writeConfig({ slots: [{ key_name: "a", vault_url: VAULT, certificate_path: "broken.pem" }] }, broken);
   expectConfigError(t, () => load(brokenFile), brokenFile, "slots[0].certificate_path", /certificate 2 in .*broken\.pem is not a valid X\.509 certificate/);
+});
+
+test("a slot with vault_url and no key_name is a vault token, labelled by its label or the vault's name", (t) => {
+  const config = loadConfig({
+    AZURE_KEYVAULT_PKCS11_CONFIG: writeConfig({ slots: [{ vault_url: "https://team-keys.vault.azure.net/" }, { vault_url: VAULT, label: "signing", hsm: true }, { key_name: "one", vault_url: VAULT }] }),
+    HOME: "/nonexistent-home",
+  });
+  t.deepEqual(config.slots[0], { kind: "vault", label: "team-keys", vaultUrl: "https://team-keys.vault.azure.net", hsm: false });
+  t.deepEqual(config.slots[1], { kind: "vault", label: "signing", vaultUrl: VAULT, hsm: true });
+  t.is(config.slots[2]!.kind, "key");
+});
+
+test("per-key fields on a vault token, and hsm on a per-key slot, are refused with the field", (t) => {
+  const versioned = writeConfig({ slots: [{ vault_url: VAULT, key_version: "0123456789abcdef" }] });
+  expectConfigError(t, () => load(versioned), versioned, "slots[0].key_version", /applies to one key: set key_name too/);
+  const certified = writeConfig({ slots: [{ vault_url: VAULT, certificate: "AA==" }] });
+  expectConfigError(t, () => load(certified), certified, "slots[0].certificate", /applies to one key/);
+  const hsm = writeConfig({ slots: [{ key_name: "a", vault_url: VAULT, hsm: true }] });
+  expectConfigError(t, () => load(hsm), hsm, "slots[0].hsm", /applies to vault tokens/);
+  const notBoolean = writeConfig({ slots: [{ vault_url: VAULT, hsm: "yes" }] });
+  expectConfigError(t, () => load(notBoolean), notBoolean, "slots[0].hsm", /must be a boolean, not a string/);
 });

@@ -117,9 +117,10 @@ test("all green: every check is ok, the exit status is 0, and no token is printe
 });
 
 test("a bad config: the field, and no vault checks", async (t) => {
-  const doctorRun = await doctor({ slots: [{ label: "nameless", vault_url: fixture.emulator.url }] });
+  // No key_name and no vault_url: neither a per-key slot nor a vault token.
+  const doctorRun = await doctor({ slots: [{ label: "nameless" }] });
   const config = failed(t, doctorRun, "config", undefined);
-  t.regex(config.detail, /slots\[0\]\.key_name: is required/);
+  t.regex(config.detail, /slots\[0\]\.key_name: is required: set key_name for one key's slot, or vault_url for a vault token/);
   t.regex(config.fix ?? "", /slots\[0\]\.key_name/);
   t.falsy(doctorRun.checks.find((check) => check.check === "tcp" || check.check === "credential"));
   // The module file is still checked, and without a registration in this HOME p11-kit gets a warning with its fix.

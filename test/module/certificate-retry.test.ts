@@ -10,7 +10,7 @@ import pkcs11js from "pkcs11js";
 import { CKA, CKO } from "../../src/pkcs11/constants.ts";
 import { encodeUlong } from "../../src/token/attributes.ts";
 import { objectHandle } from "../../src/token/objects.ts";
-import { Token } from "../../src/token/token.ts";
+import { KeyToken } from "../../src/token/key-token.ts";
 import type { VaultBackend, VaultKey } from "../../src/vault/types.ts";
 import { API, attribute, findObjects, openSession, privateKeyOf, rvOf, startModuleFixture, type Handle, type ModuleFixture } from "./harness.ts";
 
@@ -178,7 +178,7 @@ test.serial("Token.forFind: a find that can match the certificate waits for its 
       return fetch.promise;
     },
   } as unknown as VaultBackend;
-  const token = new Token(0, { label: "outage", keyName: "outage", vaultUrl: fixture.emulator.url, certificateFromConfig: false }, backend, 8);
+  const token = new KeyToken(0, { kind: "key", label: "outage", keyName: "outage", vaultUrl: fixture.emulator.url, certificateFromConfig: false }, backend, 8);
   const loading = token.load();
   fetches[0]!.reject(new Error("simulated 503"));
   const loaded = await loading;

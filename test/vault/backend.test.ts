@@ -3,7 +3,7 @@ import { createServer } from "node:net";
 import test from "ava";
 import { KeyClient } from "@azure/keyvault-keys";
 import { createCredential } from "../../src/auth/index.ts";
-import { discoverSlots } from "../../src/config/index.ts";
+import { discoverSlots } from "../../src/token/discover.ts";
 import { createVaultBackend, VaultError, type SignAlgorithm, type VaultBackend } from "../../src/vault/index.ts";
 import { emulator, managedIdentityToken, moduleConfig, publicKeyOf, type RunningEmulator } from "./helpers.ts";
 
@@ -131,7 +131,7 @@ test("listKeyNames follows nextLink pages; discoverSlots makes one sorted slot p
     const listed = await pagedBackend.listKeyNames(paged.url);
     t.deepEqual([...listed].sort(), names);
     const slots = await discoverSlots(moduleConfig(paged), pagedBackend);
-    t.deepEqual(slots.map((slot) => slot.keyName), names);
+    t.deepEqual(slots.map((slot) => (slot.kind === "key" ? slot.keyName : undefined)), names);
     t.deepEqual(slots.map((slot) => slot.label), names);
     await pagedBackend.close();
   } finally {
@@ -239,7 +239,7 @@ test("TLS: NODE_EXTRA_CA_CERTS still counts when a ca_file is configured", async
 
 test("a per-slot ca_file is trusted for that slot's vault", async (t) => {
   const slotTrust = createVaultBackend(
-    moduleConfig(emu, { caFiles: [], slots: [{ label: "ec", keyName: "ec256", vaultUrl: emu.url, certificateFromConfig: false, caFile: emu.caFile }] }),
+    moduleConfig(emu, { caFiles: [], slots: [{ kind: "key", label: "ec", keyName: "ec256", vaultUrl: emu.url, certificateFromConfig: false, caFile: emu.caFile }] }),
     { credential: createCredential({ AZURE_CLI_ACCESS_TOKEN: token, HOME: "/nonexistent" }), env: {} },
   );
   t.is((await slotTrust.getKey(emu.url, "ec256")).name, "ec256");

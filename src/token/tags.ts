@@ -1,0 +1,49 @@
+// PKCS#11 attributes kept in Key Vault tags, so that every process on any machine finds a key by the label and id
+// it was given. The names follow Microsoft's Managed HSM TLS Offload Library (p11_pri_<attribute> for the private
+// key, p11_pub_<attribute> for the public key); the value encodings are this module's, as the library's are not
+// published: CKA_LABEL as its UTF-8 text, CKA_ID as lowercase hex (docs/vault-tokens.md).
+import type { ObjectIdentity } from "./objects.ts";
+
+export type KeySide = "private" | "public";
+
+const PREFIX: Record<KeySide, string> = { private: "p11_pri_", public: "p11_pub_" };
+/** Key Vault limits a tag value to 256 characters. */
+export const MAX_TAG_VALUE = 256;
+
+export const labelTag = (side: KeySide): string => `${PREFIX[side]}CKA_LABEL`;
+export const idTag = (side: KeySide): string => `${PREFIX[side]}CKA_ID`;
+
+/** The identity a key's tags give one of its objects; a key without tags is labelled by its name. */
+export function identityFromTags(tags: Readonly<Record<string, string>>, side: KeySide, keyName: string): ObjectIdentity {
+  const label = tags[labelTag(side)] ?? tags[labelTag("private")] ?? keyName;
+  const hex = tags[idTag(side)] ?? tags[idTag("private")];
+  const id = hex !== undefined && /^([0-9a-f]{2})*$/i.test(hex) ? Buffer.from(hex, "hex") : undefined;
+  return id ? { label, id } : { label };
+}
+
+/** The tags that record both key objects' identities, merged over the key's other tags. */
+export function tagsWithIdentity(tags: Readonly<Record<string, string>>, identities: Partial<Record<KeySide, Partial<ObjectIdentity>>>): Record<string, string> {
+  const out = { ...tags };
+  for (const side of ["private", "public"] as const) {
+    const identity = identities[side];
+    if (identity?.label !== undefined) out[labelTag(side)] = identity.label;
+    if (identity?.id !== undefined) out[idTag(side)] = identity.id.toString("hex");
+  }
+  return out;
+}
+
+/** Why a label or id cannot be kept in a tag, or undefined when it can. */
+export function tagProblem(identity: Partial<ObjectIdentity>): string | undefined {
+  if (identity.label !== undefined && identity.label.length > MAX_TAG_VALUE) return `CKA_LABEL is ${identity.label.length} characters; a Key Vault tag holds at most ${MAX_TAG_VALUE}`;
+  if (identity.id !== undefined && identity.id.length * 2 > MAX_TAG_VALUE) return `CKA_ID is ${identity.id.length} bytes; a Key Vault tag holds at most ${MAX_TAG_VALUE / 2}`;
+  return undefined;
+}
+
+/** Tags of a certificate this module stored in a secret (src/vault/types.ts StoredCertificate). */
+export const CERTIFICATE_KEY_TAG = "p11_cert_key";
+export const CERTIFICATE_AUTHORITY_TAG = "p11_cert_authority";
+export const CERTIFICATE_LABEL_TAG = "p11_cert_CKA_LABEL";
+export const CERTIFICATE_ID_TAG = "p11_cert_CKA_ID";
+
+/** How a key came to be, for CKA_LOCAL and CKA_NEVER_EXTRACTABLE: "generated" or "imported" through this module. */
+export const ORIGIN_TAG = "p11_pri_origin";
