@@ -18,7 +18,7 @@ import { buildKeyMaterial, type KeyMaterial } from "./key-material.ts";
 import { authorityLabel, authorityObject, buildObjects, common, type ObjectIdentity, type ObjectKind, type TokenObject } from "./objects.ts";
 import { Backoff, isPassing } from "./retry.ts";
 import { ORIGIN_TAG } from "./tags.ts";
-import { CERTIFICATE_AUTHORITY_TAG, CERTIFICATE_ID_TAG, CERTIFICATE_KEY_TAG, CERTIFICATE_LABEL_TAG, identityFromTags, tagsWithIdentity } from "./tags.ts";
+import { CERTIFICATE_AUTHORITY_TAG, CERTIFICATE_ID_TAG, CERTIFICATE_KEY_TAG, CERTIFICATE_LABEL_TAG, identityFromTags, idTag, tagsWithIdentity } from "./tags.ts";
 import type { CreatedKey, FoundObject, KeyRequest, LoginState, Token } from "./token.ts";
 import { vaultFailure } from "./vault-errors.ts";
 
@@ -485,7 +485,10 @@ export class VaultToken implements Token {
     const loaded = entry.loaded!;
     let key: VaultKey;
     try {
-      key = await this.backend.updateKeyTags(loaded.key, tagsWithIdentity(entry.tags, { [object.kind]: change }));
+      // The other side keeps what it shows now, even where it only followed this side's tags until now.
+      const other = object.kind === "private" ? "public" : "private";
+      const pinned = { label: this.identity(entry, other).label, ...(change.id !== undefined || entry.tags[idTag(other)] !== undefined || entry.tags[idTag(object.kind)] !== undefined ? { id: this.identity(entry, other).id ?? loaded.material.id } : {}) };
+      key = await this.backend.updateKeyTags(loaded.key, tagsWithIdentity(entry.tags, { [other]: pinned, [object.kind]: change }));
     } catch (error) {
       throw vaultFailure(error, `${this.label}/${entry.name}`, "update");
     }
