@@ -30,6 +30,9 @@ import { VaultError } from "./types.ts";
 
 export type ServiceKind = "key-vault" | "managed-hsm";
 
+/** The generated client's setSecret, under SecretClient (see storeCertificate). */
+type GeneratedSetSecret = (name: string, parameters: { value: string; contentType?: string; tags?: Record<string, string> }, options: { abortSignal?: AbortSignal }) => Promise<unknown>;
+
 /** Stored certificates (docs/vault-tokens.md): a secret of this content type, tagged with its key or as a CA. */
 const CERTIFICATE_CONTENT_TYPE = "application/pkix-cert";
 const CERTIFICATE_KEY_TAG = "p11_cert_key";
@@ -105,9 +108,9 @@ export class AzureVaultBackend implements VaultBackend {
 
   async listKeyNames(vaultUrl: string): Promise<string[]> {
     const { keys } = this.clients(vaultUrl);
-    return this.call("list keys", `vault ${vaultUrl}`, async (abortSignal) => {
+    return this.call("list keys", `vault ${vaultUrl}`, async (abortSignal, onResponse) => {
       const names: string[] = [];
-      for await (const properties of keys.listPropertiesOfKeys({ abortSignal })) {
+      for await (const properties of keys.listPropertiesOfKeys({ abortSignal, onResponse })) {
         // Keys that back certificates are listed as managed keys too; they are real keys and sign like any other.
         names.push(properties.name);
       }
@@ -216,9 +219,9 @@ export class AzureVaultBackend implements VaultBackend {
 
   async listKeys(vaultUrl: string): Promise<VaultKeyListing[]> {
     const { keys } = this.clients(vaultUrl);
-    return this.call("list keys", `vault ${vaultUrl}`, async (abortSignal) => {
+    return this.call("list keys", `vault ${vaultUrl}`, async (abortSignal, onResponse) => {
       const listing: VaultKeyListing[] = [];
-      for await (const properties of keys.listPropertiesOfKeys({ abortSignal })) {
+      for await (const properties of keys.listPropertiesOfKeys({ abortSignal, onResponse })) {
         const entry: VaultKeyListing = {
           name: properties.name,
           kid: properties.id ?? `${vaultUrl}/keys/${properties.name}`,
@@ -237,9 +240,9 @@ export class AzureVaultBackend implements VaultBackend {
   async listCertificateNames(vaultUrl: string): Promise<string[]> {
     if ((await this.serviceKind(vaultUrl)) === "managed-hsm") return [];
     const certificates = this.certificateClient(vaultUrl);
-    return this.call("list certificates", `vault ${vaultUrl}`, async (abortSignal) => {
+    return this.call("list certificates", `vault ${vaultUrl}`, async (abortSignal, onResponse) => {
       const names: string[] = [];
-      for await (const properties of certificates.listPropertiesOfCertificates({ abortSignal })) if (properties.name) names.push(properties.name);
+      for await (const properties of certificates.listPropertiesOfCertificates({ abortSignal, onResponse })) if (properties.name) names.push(properties.name);
       return names;
     });
   }
@@ -299,9 +302,9 @@ export class AzureVaultBackend implements VaultBackend {
   async listStoredCertificates(vaultUrl: string): Promise<StoredCertificate[]> {
     if ((await this.serviceKind(vaultUrl)) === "managed-hsm") return [];
     const secrets = this.secretClient(vaultUrl);
-    return this.call("list secrets", `vault ${vaultUrl}`, async (abortSignal) => {
+    return this.call("list secrets", `vault ${vaultUrl}`, async (abortSignal, onResponse) => {
       const stored: StoredCertificate[] = [];
-      for await (const properties of secrets.listPropertiesOfSecrets({ abortSignal })) {
+      for await (const properties of secrets.listPropertiesOfSecrets({ abortSignal, onResponse })) {
         const tags = properties.tags ?? {};
         if (properties.contentType !== CERTIFICATE_CONTENT_TYPE || properties.managed) continue;
         const keyName = tags[CERTIFICATE_KEY_TAG];
@@ -330,8 +333,14 @@ export class AzureVaultBackend implements VaultBackend {
   async storeCertificate(vaultUrl: string, name: string, der: Buffer, tags: Record<string, string>): Promise<void> {
     await this.refuseOnManagedHsm(vaultUrl, `certificate '${name}'`);
     const secrets = this.secretClient(vaultUrl);
+    // SecretClient.setSecret drops its contentType option (azure-sdk-for-js #38300, 4.10 and 4.11), and
+    // updateSecretProperties does too; the generated client it wraps sends it. The SDK is pinned, so its absence
+    // would be a new SDK version: refuse then rather than store a certificate no listing would find.
+    const generated = (secrets as unknown as { client?: { setSecret?: GeneratedSetSecret } }).client;
+    const setSecret = generated?.setSecret?.bind(generated);
+    if (!setSecret) throw new VaultError("other", `cannot store certificate '${name}': this @azure/keyvault-secrets cannot set a secret's content type`);
     await this.call("set secret", `secret '${name}' in ${vaultUrl}`, (abortSignal) =>
-      secrets.setSecret(name, der.toString("base64"), { contentType: CERTIFICATE_CONTENT_TYPE, tags, abortSignal }),
+      setSecret(name, { value: der.toString("base64"), contentType: CERTIFICATE_CONTENT_TYPE, tags }, { abortSignal }),
     );
   }
 
@@ -514,14 +523,27 @@ export class AzureVaultBackend implements VaultBackend {
     return client;
   }
 
-  private async call<T>(operation: string, target: string, run: (abortSignal: AbortSignal) => Promise<T>): Promise<T> {
+  /**
+   * Runs one remote call under the deadline. `onResponse` is for listings: the SDK's pager replaces a refused
+   * page's service error ("... does not have keys list permission ...") with "Pagination failed with unexpected
+   * statusCode 403", so the last error body it saw is put back on the error.
+   */
+  private async call<T>(operation: string, target: string, run: (abortSignal: AbortSignal, onResponse: (response: unknown) => void) => Promise<T>): Promise<T> {
     const { signal: deadline, dispose } = startDeadline(this.config.timeoutMs);
     const started = isDebug() ? performance.now() : 0;
+    let serviceError: { code?: string; message?: string } | undefined;
+    const onResponse = (response: unknown): void => {
+      const body = (response as { body?: unknown; parsedBody?: unknown }).body ?? (response as { parsedBody?: unknown }).parsedBody;
+      const error = (body as { error?: { code?: unknown; message?: unknown } } | undefined)?.error;
+      if (error && typeof error.message === "string") serviceError = { code: typeof error.code === "string" ? error.code : undefined, message: error.message };
+    };
     try {
-      const result = await run(deadline);
+      const result = await run(deadline, onResponse);
       if (isDebug()) log.debug(`${operation} ${target}: ok in ${(performance.now() - started).toFixed(1)} ms`);
       return result;
     } catch (error) {
+      const rest = error as { statusCode?: unknown; details?: unknown } | null;
+      if (serviceError && rest && typeof rest === "object" && typeof rest.statusCode === "number" && rest.details === undefined) rest.details = { error: serviceError };
       const vaultError = toVaultError(error, { operation, target, deadline, timeoutMs: this.config.timeoutMs });
       if (isDebug()) {
         log.debug(`${operation} ${target}: ${vaultError.kind}${vaultError.statusCode ? ` ${vaultError.statusCode}` : ""} in ${(performance.now() - started).toFixed(1)} ms`);

@@ -4,10 +4,10 @@ import { createPublicKey, type KeyObject } from "node:crypto";
 import { get } from "node:http";
 import { request } from "node:https";
 import type { ModuleConfig } from "../../src/config/types.ts";
-import { startEmulator, type EmulatorOptions, type RunningEmulator } from "../../src/emulator/index.ts";
+import { startEmulator, type EmulatorOptions, type EmulatorTestControls, type RunningEmulator as InProcessEmulator } from "../../src/emulator/index.ts";
 import type { VaultKey } from "../../src/vault/types.ts";
 
-export type { RunningEmulator };
+export type RunningEmulator = InProcessEmulator & EmulatorTestControls;
 
 export function emulator(options: EmulatorOptions): Promise<RunningEmulator> {
   return startEmulator(options);
