@@ -75,7 +75,7 @@ test("import on an existing name adds a version, as the service does", async (t)
   t.is(res.status, 200);
   const after = await keys.getKey("existing");
   t.not(after.properties.version, before.properties.version);
-  t.is(Buffer.from(after.key!.x!).toString("base64url"), jwk.x);
+  t.is(Buffer.from(after.key!.x!).toString("base64url"), jwk.x!);
   t.is((await keys.getKey("existing", { version: before.properties.version! })).properties.version, before.properties.version);
 });
 
