@@ -169,6 +169,7 @@ test("importKey: an EC and an RSA private key become vault keys with the same pu
   t.is(rest.body.key.x, ecJwk.x);
   t.is(rest.body.key.y, ecJwk.y);
   t.is(rest.body.key.d, undefined, "no private part comes back");
+  t.deepEqual(rest.body.key.key_ops, ["sign", "verify"]);
   t.deepEqual(rest.body.tags, { p11_pri_CKA_LABEL: "imported" });
   const digest = createHash("sha256").update("imported").digest();
   const signature = await backend.sign(imported, "ES256", digest);
