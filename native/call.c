@@ -34,9 +34,11 @@ static CK_RV too_big_rv(uint32_t function_id) {
     case FN_C_SignUpdate:
     case FN_C_Verify:
     case FN_C_VerifyUpdate:
+    case FN_C_EncryptMessage:
       return CKR_DATA_LEN_RANGE;
     case FN_C_Decrypt:
     case FN_C_DecryptUpdate:
+    case FN_C_DecryptMessage:
       return CKR_ENCRYPTED_DATA_LEN_RANGE;
     case FN_C_VerifyFinal:
       return CKR_SIGNATURE_LEN_RANGE;

@@ -1,6 +1,6 @@
-/* Cryptographic operations: encrypt, decrypt, digest, sign, verify and random. They share four shapes: Init
- * (session, mechanism, key), single-part or update with output (data in, OUT back), Final with output, and
- * input-only updates. */
+/* Cryptographic operations: encrypt, decrypt, digest, sign, verify, random and the v3.0 single-part message
+ * encryption. They share four shapes: Init (session, mechanism, key), single-part or update with output (data in,
+ * OUT back), Final with output, and input-only updates. */
 #include <string.h>
 
 #include "entry.h"
@@ -158,4 +158,84 @@ CK_RV C_GenerateRandom(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pRandomData, CK_U
   if (call_valid(&c) && rv != CKR_OK && n != 0) call_reject(&c, "random data with an error");
   if (call_succeeded(&c, rv) && n != 0) memcpy(pRandomData, data, n);
   return call_end(&c, rv);
+}
+
+/* ---- message-based encryption (v3.0): single-part only; Begin/Next stay in unsupported.c ------------------ */
+
+static CK_RV session_only(uint32_t function_id, const char *function, CK_SESSION_HANDLE hSession) {
+  struct call c;
+  CK_RV rv = call_begin(&c, function_id, function);
+  if (rv != CKR_OK) return rv;
+  wbuf_ulong(&c.request, hSession);
+  rv = call_run(&c);
+  return call_end(&c, rv);
+}
+
+/* C_EncryptMessage's reply carries the IV and tag for the caller's CK_GCM_MESSAGE_PARAMS: exactly ulIvLen and
+ * ulTagBits / 8 bytes on CKR_OK with output, nothing otherwise (a length query, an error). */
+static void check_iv_tag(struct call *c, CK_RV rv, const CK_GCM_MESSAGE_PARAMS *gcm, int has_output, size_t iv_len,
+                         size_t tag_len) {
+  if (!call_valid(c)) return;
+  int writes = rv == CKR_OK && has_output && gcm != NULL;
+  if (iv_len != (writes ? gcm->ulIvLen : 0) || tag_len != (writes ? gcm->ulTagBits / 8 : 0)) {
+    call_reject(c, "IV or tag of the wrong length for the message parameter");
+  }
+}
+
+/* C_EncryptMessage and C_DecryptMessage: MSGPARAM, BYTES associated data, BYTES input, OUT. */
+static CK_RV message_op(uint32_t function_id, const char *function, int encrypt, CK_SESSION_HANDLE hSession,
+                        CK_VOID_PTR pParameter, CK_ULONG ulParameterLen, CK_BYTE_PTR pAssociatedData,
+                        CK_ULONG ulAssociatedDataLen, CK_BYTE_PTR pIn, CK_ULONG ulInLen, CK_BYTE_PTR pOut,
+                        CK_ULONG_PTR pulOutLen) {
+  struct call c;
+  CK_RV rv = call_begin(&c, function_id, function);
+  if (rv != CKR_OK) return rv;
+  if (pulOutLen == NULL || bad_data(pAssociatedData, ulAssociatedDataLen) || bad_data(pIn, ulInLen)) {
+    return call_end(&c, CKR_ARGUMENTS_BAD);
+  }
+  CK_ULONG capacity = pOut != NULL ? *pulOutLen : 0;
+  wbuf_ulong(&c.request, hSession);
+  CK_GCM_MESSAGE_PARAMS *gcm = put_message_parameter(&c.request, pParameter, ulParameterLen);
+  wbuf_bytes(&c.request, pAssociatedData, ulAssociatedDataLen);
+  wbuf_bytes(&c.request, pIn, ulInLen);
+  put_out(&c.request, pOut, pulOutLen);
+  rv = call_run(&c);
+  const uint8_t *iv = NULL, *tag = NULL;
+  size_t iv_len = 0, tag_len = 0;
+  if (encrypt) {
+    rbuf_bytes(&c.reply, &iv, &iv_len);
+    rbuf_bytes(&c.reply, &tag, &tag_len);
+    check_iv_tag(&c, rv, gcm, pOut != NULL, iv_len, tag_len);
+  }
+  take_out(&c, rv, pOut, pulOutLen, capacity);
+  /* check_iv_tag allowed bytes only with a GCM parameter of these lengths. */
+  if (call_valid(&c) && iv_len != 0) memcpy(gcm->pIv, iv, iv_len);
+  if (call_valid(&c) && tag_len != 0) memcpy(gcm->pTag, tag, tag_len);
+  return call_end(&c, rv);
+}
+
+CK_RV C_MessageEncryptInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism, CK_OBJECT_HANDLE hKey) {
+  return INIT(C_MessageEncryptInit, &hKey);
+}
+CK_RV C_EncryptMessage(CK_SESSION_HANDLE hSession, CK_VOID_PTR pParameter, CK_ULONG ulParameterLen,
+                       CK_BYTE_PTR pAssociatedData, CK_ULONG ulAssociatedDataLen, CK_BYTE_PTR pPlaintext,
+                       CK_ULONG ulPlaintextLen, CK_BYTE_PTR pCiphertext, CK_ULONG_PTR pulCiphertextLen) {
+  return message_op(FN_C_EncryptMessage, "C_EncryptMessage", 1, hSession, pParameter, ulParameterLen,
+                    pAssociatedData, ulAssociatedDataLen, pPlaintext, ulPlaintextLen, pCiphertext, pulCiphertextLen);
+}
+CK_RV C_MessageEncryptFinal(CK_SESSION_HANDLE hSession) {
+  return session_only(FN_C_MessageEncryptFinal, "C_MessageEncryptFinal", hSession);
+}
+
+CK_RV C_MessageDecryptInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism, CK_OBJECT_HANDLE hKey) {
+  return INIT(C_MessageDecryptInit, &hKey);
+}
+CK_RV C_DecryptMessage(CK_SESSION_HANDLE hSession, CK_VOID_PTR pParameter, CK_ULONG ulParameterLen,
+                       CK_BYTE_PTR pAssociatedData, CK_ULONG ulAssociatedDataLen, CK_BYTE_PTR pCiphertext,
+                       CK_ULONG ulCiphertextLen, CK_BYTE_PTR pPlaintext, CK_ULONG_PTR pulPlaintextLen) {
+  return message_op(FN_C_DecryptMessage, "C_DecryptMessage", 0, hSession, pParameter, ulParameterLen,
+                    pAssociatedData, ulAssociatedDataLen, pCiphertext, ulCiphertextLen, pPlaintext, pulPlaintextLen);
+}
+CK_RV C_MessageDecryptFinal(CK_SESSION_HANDLE hSession) {
+  return session_only(FN_C_MessageDecryptFinal, "C_MessageDecryptFinal", hSession);
 }

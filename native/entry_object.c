@@ -1,7 +1,19 @@
-/* Objects: create, destroy, attributes and search. */
+/* Objects: create, generate, wrap and unwrap, destroy, attributes and search. */
 #include <string.h>
 
 #include "entry.h"
+
+/* TEMPLATE in, U handle back: the end of C_CreateObject, C_GenerateKey and C_UnwrapKey, whose requests start
+ * differently. The handle is written only on CKR_OK. */
+static CK_RV template_to_handle(struct call *c, CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ulCount,
+                                CK_OBJECT_HANDLE_PTR phObject) {
+  CK_RV rv = put_template(&c->request, pTemplate, ulCount);
+  if (rv != CKR_OK) return call_end(c, rv);
+  rv = call_run(c);
+  CK_OBJECT_HANDLE object = rbuf_ulong(&c->reply);
+  if (call_succeeded(c, rv)) *phObject = object;
+  return call_end(c, rv);
+}
 
 CK_RV C_CreateObject(CK_SESSION_HANDLE hSession, CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ulCount,
                      CK_OBJECT_HANDLE_PTR phObject) {
@@ -9,12 +21,71 @@ CK_RV C_CreateObject(CK_SESSION_HANDLE hSession, CK_ATTRIBUTE_PTR pTemplate, CK_
   CALL_BEGIN(c, C_CreateObject);
   if (phObject == NULL) return call_end(&c, CKR_ARGUMENTS_BAD);
   wbuf_ulong(&c.request, hSession);
-  CK_RV rv = put_template(&c.request, pTemplate, ulCount);
+  return template_to_handle(&c, pTemplate, ulCount, phObject);
+}
+
+CK_RV C_GenerateKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism, CK_ATTRIBUTE_PTR pTemplate,
+                    CK_ULONG ulCount, CK_OBJECT_HANDLE_PTR phKey) {
+  struct call c;
+  CALL_BEGIN(c, C_GenerateKey);
+  if (phKey == NULL) return call_end(&c, CKR_ARGUMENTS_BAD);
+  wbuf_ulong(&c.request, hSession);
+  CK_RV rv = put_mechanism(&c.request, pMechanism);
+  if (rv != CKR_OK) return call_end(&c, rv);
+  return template_to_handle(&c, pTemplate, ulCount, phKey);
+}
+
+CK_RV C_GenerateKeyPair(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
+                        CK_ATTRIBUTE_PTR pPublicKeyTemplate, CK_ULONG ulPublicKeyAttributeCount,
+                        CK_ATTRIBUTE_PTR pPrivateKeyTemplate, CK_ULONG ulPrivateKeyAttributeCount,
+                        CK_OBJECT_HANDLE_PTR phPublicKey, CK_OBJECT_HANDLE_PTR phPrivateKey) {
+  struct call c;
+  CALL_BEGIN(c, C_GenerateKeyPair);
+  if (phPublicKey == NULL || phPrivateKey == NULL) return call_end(&c, CKR_ARGUMENTS_BAD);
+  wbuf_ulong(&c.request, hSession);
+  CK_RV rv = put_mechanism(&c.request, pMechanism);
+  if (rv == CKR_OK) rv = put_template(&c.request, pPublicKeyTemplate, ulPublicKeyAttributeCount);
+  if (rv == CKR_OK) rv = put_template(&c.request, pPrivateKeyTemplate, ulPrivateKeyAttributeCount);
   if (rv != CKR_OK) return call_end(&c, rv);
   rv = call_run(&c);
-  CK_OBJECT_HANDLE object = rbuf_ulong(&c.reply);
-  if (call_succeeded(&c, rv)) *phObject = object;
+  CK_OBJECT_HANDLE public_key = rbuf_ulong(&c.reply);
+  CK_OBJECT_HANDLE private_key = rbuf_ulong(&c.reply);
+  if (call_succeeded(&c, rv)) {
+    *phPublicKey = public_key;
+    *phPrivateKey = private_key;
+  }
   return call_end(&c, rv);
+}
+
+CK_RV C_WrapKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism, CK_OBJECT_HANDLE hWrappingKey,
+                CK_OBJECT_HANDLE hKey, CK_BYTE_PTR pWrappedKey, CK_ULONG_PTR pulWrappedKeyLen) {
+  struct call c;
+  CALL_BEGIN(c, C_WrapKey);
+  if (pulWrappedKeyLen == NULL) return call_end(&c, CKR_ARGUMENTS_BAD);
+  CK_ULONG capacity = pWrappedKey != NULL ? *pulWrappedKeyLen : 0;
+  wbuf_ulong(&c.request, hSession);
+  CK_RV rv = put_mechanism(&c.request, pMechanism);
+  if (rv != CKR_OK) return call_end(&c, rv);
+  wbuf_ulong(&c.request, hWrappingKey);
+  wbuf_ulong(&c.request, hKey);
+  put_out(&c.request, pWrappedKey, pulWrappedKeyLen);
+  rv = call_run(&c);
+  take_out(&c, rv, pWrappedKey, pulWrappedKeyLen, capacity);
+  return call_end(&c, rv);
+}
+
+CK_RV C_UnwrapKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism, CK_OBJECT_HANDLE hUnwrappingKey,
+                  CK_BYTE_PTR pWrappedKey, CK_ULONG ulWrappedKeyLen, CK_ATTRIBUTE_PTR pTemplate,
+                  CK_ULONG ulAttributeCount, CK_OBJECT_HANDLE_PTR phKey) {
+  struct call c;
+  CALL_BEGIN(c, C_UnwrapKey);
+  if (phKey == NULL || bad_data(pWrappedKey, ulWrappedKeyLen)) return call_end(&c, CKR_ARGUMENTS_BAD);
+  wbuf_ulong(&c.request, hSession);
+  CK_RV rv = put_mechanism(&c.request, pMechanism);
+  if (rv != CKR_OK) return call_end(&c, rv);
+  wbuf_ulong(&c.request, hUnwrappingKey);
+  wbuf_bytes(&c.request, pWrappedKey, ulWrappedKeyLen);
+  return template_to_handle(&c, pTemplate, ulAttributeCount, phKey);
 }
 
 CK_RV C_DestroyObject(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject) {

@@ -2,7 +2,8 @@
 
 #include <string.h>
 
-enum mechanism_parameter_kind { PARAM_NONE = 0, PARAM_RAW = 1, PARAM_OAEP = 2, PARAM_MALFORMED = 3 };
+enum mechanism_parameter_kind { PARAM_NONE = 0, PARAM_RAW = 1, PARAM_OAEP = 2, PARAM_MALFORMED = 3, PARAM_GCM = 4 };
+enum message_parameter_kind { MESSAGE_NONE = 0, MESSAGE_GCM = 1, MESSAGE_MALFORMED = 3 };
 
 int bad_data(const void *p, CK_ULONG len) { return p == NULL && len != 0; }
 
@@ -17,6 +18,10 @@ void take_out(struct call *c, CK_RV rv, CK_BYTE_PTR p, CK_ULONG_PTR pulLen, CK_U
   size_t n = 0;
   rbuf_bytes(&c->reply, &data, &n);
   if (!call_valid(c)) return;
+  if (!rbuf_done(&c->reply)) {
+    call_reject(c, "the reply is longer than its shape");
+    return;
+  }
   int copies = rv == CKR_OK && p != NULL;
   if (n != 0 && !copies) {
     call_reject(c, "output data without CKR_OK or without an output buffer");
@@ -74,6 +79,18 @@ static void put_oaep(struct wbuf *b, const CK_RSA_PKCS_OAEP_PARAMS *oaep) {
   wbuf_bytes(b, oaep->pSourceData, oaep->ulSourceDataLen);
 }
 
+static void put_gcm(struct wbuf *b, const CK_GCM_PARAMS *gcm) {
+  if (bad_data(gcm->pIv, gcm->ulIvLen) || bad_data(gcm->pAAD, gcm->ulAADLen)) {
+    wbuf_u8(b, PARAM_MALFORMED);
+    return;
+  }
+  wbuf_u8(b, PARAM_GCM);
+  wbuf_bytes(b, gcm->pIv, gcm->ulIvLen);
+  wbuf_ulong(b, gcm->ulIvBits);
+  wbuf_bytes(b, gcm->pAAD, gcm->ulAADLen);
+  wbuf_ulong(b, gcm->ulTagBits);
+}
+
 CK_RV put_mechanism(struct wbuf *b, const CK_MECHANISM *pMechanism) {
   if (pMechanism == NULL) return CKR_ARGUMENTS_BAD;
   wbuf_ulong(b, pMechanism->mechanism);
@@ -89,9 +106,39 @@ CK_RV put_mechanism(struct wbuf *b, const CK_MECHANISM *pMechanism) {
     } else {
       wbuf_u8(b, PARAM_MALFORMED);
     }
+  } else if (pMechanism->mechanism == CKM_AES_GCM) {
+    if (len == sizeof(CK_GCM_PARAMS)) {
+      put_gcm(b, param);
+    } else {
+      wbuf_u8(b, PARAM_MALFORMED);
+    }
   } else {
     wbuf_u8(b, PARAM_RAW);
     wbuf_bytes(b, param, len);
   }
   return CKR_OK;
+}
+
+CK_GCM_MESSAGE_PARAMS *put_message_parameter(struct wbuf *b, void *pParameter, CK_ULONG ulParameterLen) {
+  if (bad_data(pParameter, ulParameterLen)) {
+    wbuf_u8(b, MESSAGE_MALFORMED);
+    return NULL;
+  }
+  if (pParameter == NULL || ulParameterLen == 0) {
+    wbuf_u8(b, MESSAGE_NONE);
+    return NULL;
+  }
+  CK_GCM_MESSAGE_PARAMS *gcm = pParameter;
+  if (ulParameterLen != sizeof *gcm || gcm->ulTagBits % 8 != 0 || bad_data(gcm->pIv, gcm->ulIvLen) ||
+      bad_data(gcm->pTag, gcm->ulTagBits / 8)) {
+    wbuf_u8(b, MESSAGE_MALFORMED);
+    return NULL;
+  }
+  wbuf_u8(b, MESSAGE_GCM);
+  wbuf_bytes(b, gcm->pIv, gcm->ulIvLen);
+  wbuf_ulong(b, gcm->ulIvFixedBits);
+  wbuf_ulong(b, gcm->ivGenerator);
+  wbuf_bytes(b, gcm->pTag, gcm->ulTagBits / 8);
+  wbuf_ulong(b, gcm->ulTagBits);
+  return gcm;
 }

@@ -177,6 +177,17 @@ typedef struct CK_FUNCTION_LIST_3_0 {
   CK_C_MessageVerifyFinal C_MessageVerifyFinal;
 } CK_FUNCTION_LIST_3_0;
 typedef CK_FUNCTION_LIST_3_0 *CK_FUNCTION_LIST_3_0_PTR;
+
+/* The pParameter of C_EncryptMessage / C_DecryptMessage for CKM_AES_GCM. */
+typedef CK_ULONG CK_GENERATOR_FUNCTION;
+typedef struct CK_GCM_MESSAGE_PARAMS {
+  CK_BYTE_PTR pIv;
+  CK_ULONG ulIvLen;
+  CK_ULONG ulIvFixedBits;
+  CK_GENERATOR_FUNCTION ivGenerator;
+  CK_BYTE_PTR pTag;
+  CK_ULONG ulTagBits;
+} CK_GCM_MESSAGE_PARAMS;
 #endif /* CKF_INTERFACE_FORK_SAFE */
 
 #pragma GCC visibility pop

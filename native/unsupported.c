@@ -83,32 +83,6 @@ CK_RV C_DecryptVerifyUpdate(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pEncryptedPa
   UNUSED(hSession), UNUSED(pEncryptedPart), UNUSED(ulEncryptedPartLen), UNUSED(pPart), UNUSED(pulPartLen);
   return unsupported();
 }
-CK_RV C_GenerateKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism, CK_ATTRIBUTE_PTR pTemplate,
-                    CK_ULONG ulCount, CK_OBJECT_HANDLE_PTR phKey) {
-  UNUSED(hSession), UNUSED(pMechanism), UNUSED(pTemplate), UNUSED(ulCount), UNUSED(phKey);
-  return unsupported();
-}
-CK_RV C_GenerateKeyPair(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
-                        CK_ATTRIBUTE_PTR pPublicKeyTemplate, CK_ULONG ulPublicKeyAttributeCount,
-                        CK_ATTRIBUTE_PTR pPrivateKeyTemplate, CK_ULONG ulPrivateKeyAttributeCount,
-                        CK_OBJECT_HANDLE_PTR phPublicKey, CK_OBJECT_HANDLE_PTR phPrivateKey) {
-  UNUSED(hSession), UNUSED(pMechanism), UNUSED(pPublicKeyTemplate), UNUSED(ulPublicKeyAttributeCount),
-      UNUSED(pPrivateKeyTemplate), UNUSED(ulPrivateKeyAttributeCount), UNUSED(phPublicKey), UNUSED(phPrivateKey);
-  return unsupported();
-}
-CK_RV C_WrapKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism, CK_OBJECT_HANDLE hWrappingKey,
-                CK_OBJECT_HANDLE hKey, CK_BYTE_PTR pWrappedKey, CK_ULONG_PTR pulWrappedKeyLen) {
-  UNUSED(hSession), UNUSED(pMechanism), UNUSED(hWrappingKey), UNUSED(hKey), UNUSED(pWrappedKey),
-      UNUSED(pulWrappedKeyLen);
-  return unsupported();
-}
-CK_RV C_UnwrapKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism, CK_OBJECT_HANDLE hUnwrappingKey,
-                  CK_BYTE_PTR pWrappedKey, CK_ULONG ulWrappedKeyLen, CK_ATTRIBUTE_PTR pTemplate,
-                  CK_ULONG ulAttributeCount, CK_OBJECT_HANDLE_PTR phKey) {
-  UNUSED(hSession), UNUSED(pMechanism), UNUSED(hUnwrappingKey), UNUSED(pWrappedKey), UNUSED(ulWrappedKeyLen),
-      UNUSED(pTemplate), UNUSED(ulAttributeCount), UNUSED(phKey);
-  return unsupported();
-}
 CK_RV C_DeriveKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism, CK_OBJECT_HANDLE hBaseKey,
                   CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ulAttributeCount, CK_OBJECT_HANDLE_PTR phKey) {
   UNUSED(hSession), UNUSED(pMechanism), UNUSED(hBaseKey), UNUSED(pTemplate), UNUSED(ulAttributeCount),
@@ -129,18 +103,6 @@ CK_RV C_WaitForSlotEvent(CK_FLAGS flags, CK_SLOT_ID_PTR pSlot, CK_VOID_PTR pRese
 }
 
 /* PKCS#11 3.0 message-based functions. */
-CK_RV C_MessageEncryptInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism, CK_OBJECT_HANDLE hKey) {
-  UNUSED(hSession), UNUSED(pMechanism), UNUSED(hKey);
-  return unsupported();
-}
-CK_RV C_EncryptMessage(CK_SESSION_HANDLE hSession, CK_VOID_PTR pParameter, CK_ULONG ulParameterLen,
-                       CK_BYTE_PTR pAssociatedData, CK_ULONG ulAssociatedDataLen, CK_BYTE_PTR pPlaintext,
-                       CK_ULONG ulPlaintextLen, CK_BYTE_PTR pCiphertext, CK_ULONG_PTR pulCiphertextLen) {
-  UNUSED(hSession), UNUSED(pParameter), UNUSED(ulParameterLen), UNUSED(pAssociatedData),
-      UNUSED(ulAssociatedDataLen), UNUSED(pPlaintext), UNUSED(ulPlaintextLen), UNUSED(pCiphertext),
-      UNUSED(pulCiphertextLen);
-  return unsupported();
-}
 CK_RV C_EncryptMessageBegin(CK_SESSION_HANDLE hSession, CK_VOID_PTR pParameter, CK_ULONG ulParameterLen,
                             CK_BYTE_PTR pAssociatedData, CK_ULONG ulAssociatedDataLen) {
   UNUSED(hSession), UNUSED(pParameter), UNUSED(ulParameterLen), UNUSED(pAssociatedData),
@@ -154,22 +116,6 @@ CK_RV C_EncryptMessageNext(CK_SESSION_HANDLE hSession, CK_VOID_PTR pParameter, C
       UNUSED(pCiphertextPart), UNUSED(pulCiphertextPartLen), UNUSED(flags);
   return unsupported();
 }
-CK_RV C_MessageEncryptFinal(CK_SESSION_HANDLE hSession) {
-  UNUSED(hSession);
-  return unsupported();
-}
-CK_RV C_MessageDecryptInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism, CK_OBJECT_HANDLE hKey) {
-  UNUSED(hSession), UNUSED(pMechanism), UNUSED(hKey);
-  return unsupported();
-}
-CK_RV C_DecryptMessage(CK_SESSION_HANDLE hSession, CK_VOID_PTR pParameter, CK_ULONG ulParameterLen,
-                       CK_BYTE_PTR pAssociatedData, CK_ULONG ulAssociatedDataLen, CK_BYTE_PTR pCiphertext,
-                       CK_ULONG ulCiphertextLen, CK_BYTE_PTR pPlaintext, CK_ULONG_PTR pulPlaintextLen) {
-  UNUSED(hSession), UNUSED(pParameter), UNUSED(ulParameterLen), UNUSED(pAssociatedData),
-      UNUSED(ulAssociatedDataLen), UNUSED(pCiphertext), UNUSED(ulCiphertextLen), UNUSED(pPlaintext),
-      UNUSED(pulPlaintextLen);
-  return unsupported();
-}
 CK_RV C_DecryptMessageBegin(CK_SESSION_HANDLE hSession, CK_VOID_PTR pParameter, CK_ULONG ulParameterLen,
                             CK_BYTE_PTR pAssociatedData, CK_ULONG ulAssociatedDataLen) {
   UNUSED(hSession), UNUSED(pParameter), UNUSED(ulParameterLen), UNUSED(pAssociatedData),
@@ -181,10 +127,6 @@ CK_RV C_DecryptMessageNext(CK_SESSION_HANDLE hSession, CK_VOID_PTR pParameter, C
                            CK_ULONG_PTR pulPlaintextPartLen, CK_FLAGS flags) {
   UNUSED(hSession), UNUSED(pParameter), UNUSED(ulParameterLen), UNUSED(pCiphertextPart),
       UNUSED(ulCiphertextPartLen), UNUSED(pPlaintextPart), UNUSED(pulPlaintextPartLen), UNUSED(flags);
-  return unsupported();
-}
-CK_RV C_MessageDecryptFinal(CK_SESSION_HANDLE hSession) {
-  UNUSED(hSession);
   return unsupported();
 }
 CK_RV C_MessageSignInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism, CK_OBJECT_HANDLE hKey) {

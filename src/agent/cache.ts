@@ -3,7 +3,6 @@
 // the refresh interval is still served, and read again in the background (a new version when none is pinned,
 // enabled or disabled, changed key_ops). A failure that suggests the key changed drops its entries at once, so the
 // next application reads it afresh.
-import { isManagedHsmHost } from "../config/vaultUrl.ts";
 import { log } from "../log/log.ts";
 import type { AesAlgorithm, DecryptAlgorithm, ImportedKey, NewKeyProperties, NewKeySpec, SignAlgorithm, StoredCertificate, VaultBackend, VaultKey, VaultKeyListing, WrapAlgorithm } from "../vault/types.ts";
 import { VaultError } from "../vault/types.ts";
@@ -25,6 +24,10 @@ export class CachingVaultBackend implements VaultBackend {
   private readonly keys = new Map<string, Entry<VaultKey>>();
   private readonly certificates = new Map<string, Entry<Buffer | undefined>>();
   private readonly listings = new Map<string, Entry<string[]>>();
+  private readonly keyListings = new Map<string, Entry<VaultKeyListing[]>>();
+  private readonly certificateNames = new Map<string, Entry<string[]>>();
+  private readonly storedListings = new Map<string, Entry<StoredCertificate[]>>();
+  private readonly stored = new Map<string, Entry<Buffer>>();
 
   constructor(
     private readonly inner: VaultBackend,
@@ -51,7 +54,10 @@ export class CachingVaultBackend implements VaultBackend {
   private refresh<T>(table: Map<string, Entry<T>>, id: string, entry: Entry<T>, fetch: () => Promise<T>): void {
     entry.refreshing = true;
     fetch().then(
-      (value) => table.set(id, { value: Promise.resolve(value), fetchedAt: this.now(), refreshing: false }),
+      (value) => {
+        // A write that dropped the entry meanwhile wins: this read may have been answered before the write.
+        if (table.get(id) === entry) table.set(id, { value: Promise.resolve(value), fetchedAt: this.now(), refreshing: false });
+      },
       (error: unknown) => {
         entry.refreshing = false;
         if (suggestsChange(error)) {
@@ -74,88 +80,126 @@ export class CachingVaultBackend implements VaultBackend {
     return this.cached(this.certificates, keyId(vaultUrl, name), () => this.inner.getCertificate(vaultUrl, name));
   }
 
-  async sign(key: VaultKey, algorithm: SignAlgorithm, digest: Buffer): Promise<Buffer> {
-    try {
-      return await this.inner.sign(key, algorithm, digest);
-    } catch (error) {
-      this.forgetOnChange(key, error);
-      throw error;
-    }
+  sign(key: VaultKey, algorithm: SignAlgorithm, digest: Buffer): Promise<Buffer> {
+    return this.using(key, () => this.inner.sign(key, algorithm, digest));
   }
 
-  async decrypt(key: VaultKey, algorithm: DecryptAlgorithm, ciphertext: Buffer): Promise<Buffer> {
-    try {
-      return await this.inner.decrypt(key, algorithm, ciphertext);
-    } catch (error) {
-      this.forgetOnChange(key, error);
-      throw error;
-    }
+  decrypt(key: VaultKey, algorithm: DecryptAlgorithm, ciphertext: Buffer): Promise<Buffer> {
+    return this.using(key, () => this.inner.decrypt(key, algorithm, ciphertext));
   }
 
   getRandomBytes(vaultUrl: string, count: number): Promise<Buffer | undefined> {
     return this.inner.getRandomBytes(vaultUrl, count);
   }
 
-  // ---- filled in by the vault-backend work (contract in src/vault/types.ts) ----
   serviceKind(vaultUrl: string): Promise<"key-vault" | "managed-hsm"> {
-    return Promise.resolve(isManagedHsmHost(new URL(vaultUrl).hostname) ? "managed-hsm" : "key-vault");
+    // The backend learns it once per vault and keeps it.
+    return this.inner.serviceKind(vaultUrl);
   }
-  listKeys(_vaultUrl: string): Promise<VaultKeyListing[]> {
-    return notImplemented("listKeys");
+
+  listKeys(vaultUrl: string): Promise<VaultKeyListing[]> {
+    return this.cached(this.keyListings, vaultUrl, () => this.inner.listKeys(vaultUrl));
   }
-  listCertificateNames(_vaultUrl: string): Promise<string[]> {
-    return notImplemented("listCertificateNames");
+
+  listCertificateNames(vaultUrl: string): Promise<string[]> {
+    return this.cached(this.certificateNames, vaultUrl, () => this.inner.listCertificateNames(vaultUrl));
   }
-  createKey(_vaultUrl: string, _name: string, _spec: NewKeySpec, _properties: NewKeyProperties): Promise<VaultKey> {
-    return notImplemented("createKey");
+
+  createKey(vaultUrl: string, name: string, spec: NewKeySpec, properties: NewKeyProperties): Promise<VaultKey> {
+    return this.writing(() => this.inner.createKey(vaultUrl, name, spec, properties), () => this.forgetKey(vaultUrl, name));
   }
-  importKey(_vaultUrl: string, _name: string, _key: ImportedKey, _properties: NewKeyProperties): Promise<VaultKey> {
-    return notImplemented("importKey");
+
+  importKey(vaultUrl: string, name: string, key: ImportedKey, properties: NewKeyProperties): Promise<VaultKey> {
+    return this.writing(() => this.inner.importKey(vaultUrl, name, key, properties), () => this.forgetKey(vaultUrl, name));
   }
-  updateKeyTags(_key: VaultKey, _tags: Record<string, string>): Promise<VaultKey> {
-    return notImplemented("updateKeyTags");
+
+  updateKeyTags(key: VaultKey, tags: Record<string, string>): Promise<VaultKey> {
+    return this.writing(() => this.inner.updateKeyTags(key, tags), () => this.forgetKey(key.vaultUrl, key.name));
   }
-  deleteKey(_vaultUrl: string, _name: string): Promise<void> {
-    return notImplemented("deleteKey");
+
+  deleteKey(vaultUrl: string, name: string): Promise<void> {
+    return this.writing(() => this.inner.deleteKey(vaultUrl, name), () => this.forgetKey(vaultUrl, name));
   }
-  listStoredCertificates(_vaultUrl: string): Promise<StoredCertificate[]> {
-    return notImplemented("listStoredCertificates");
+
+  listStoredCertificates(vaultUrl: string): Promise<StoredCertificate[]> {
+    return this.cached(this.storedListings, vaultUrl, () => this.inner.listStoredCertificates(vaultUrl));
   }
-  getStoredCertificate(_vaultUrl: string, _name: string): Promise<Buffer> {
-    return notImplemented("getStoredCertificate");
+
+  getStoredCertificate(vaultUrl: string, name: string): Promise<Buffer> {
+    return this.cached(this.stored, storedId(vaultUrl, name), () => this.inner.getStoredCertificate(vaultUrl, name));
   }
-  storeCertificate(_vaultUrl: string, _name: string, _der: Buffer, _tags: Record<string, string>): Promise<void> {
-    return notImplemented("storeCertificate");
+
+  storeCertificate(vaultUrl: string, name: string, der: Buffer, tags: Record<string, string>): Promise<void> {
+    return this.writing(() => this.inner.storeCertificate(vaultUrl, name, der, tags), () => this.forgetStored(vaultUrl, name));
   }
-  deleteStoredCertificate(_vaultUrl: string, _name: string): Promise<void> {
-    return notImplemented("deleteStoredCertificate");
+
+  deleteStoredCertificate(vaultUrl: string, name: string): Promise<void> {
+    return this.writing(() => this.inner.deleteStoredCertificate(vaultUrl, name), () => this.forgetStored(vaultUrl, name));
   }
-  encryptAes(_key: VaultKey, _algorithm: AesAlgorithm, _plaintext: Buffer, _options: { iv?: Buffer; aad?: Buffer }): Promise<{ ciphertext: Buffer; iv?: Buffer; tag?: Buffer }> {
-    return notImplemented("encryptAes");
+
+  encryptAes(key: VaultKey, algorithm: AesAlgorithm, plaintext: Buffer, options: { iv?: Buffer; aad?: Buffer }): Promise<{ ciphertext: Buffer; iv?: Buffer; tag?: Buffer }> {
+    return this.using(key, () => this.inner.encryptAes(key, algorithm, plaintext, options));
   }
-  decryptAes(_key: VaultKey, _algorithm: AesAlgorithm, _ciphertext: Buffer, _options: { iv: Buffer; aad?: Buffer; tag?: Buffer }): Promise<Buffer> {
-    return notImplemented("decryptAes");
+
+  decryptAes(key: VaultKey, algorithm: AesAlgorithm, ciphertext: Buffer, options: { iv: Buffer; aad?: Buffer; tag?: Buffer }): Promise<Buffer> {
+    return this.using(key, () => this.inner.decryptAes(key, algorithm, ciphertext, options));
   }
-  wrapKey(_key: VaultKey, _algorithm: WrapAlgorithm, _keyBytes: Buffer): Promise<Buffer> {
-    return notImplemented("wrapKey");
+
+  wrapKey(key: VaultKey, algorithm: WrapAlgorithm, keyBytes: Buffer): Promise<Buffer> {
+    return this.using(key, () => this.inner.wrapKey(key, algorithm, keyBytes));
   }
-  unwrapKey(_key: VaultKey, _algorithm: WrapAlgorithm, _wrapped: Buffer): Promise<Buffer> {
-    return notImplemented("unwrapKey");
+
+  unwrapKey(key: VaultKey, algorithm: WrapAlgorithm, wrapped: Buffer): Promise<Buffer> {
+    return this.using(key, () => this.inner.unwrapKey(key, algorithm, wrapped));
   }
 
   close(): Promise<void> {
     return this.inner.close();
   }
 
-  /** Drops everything cached about the key, pinned version or not, and the listing of its vault. */
-  private forgetOnChange(key: VaultKey, error: unknown): void {
-    if (!suggestsChange(error)) return;
-    const prefix = keyId(key.vaultUrl, key.name);
+  /** A data-plane operation: a failure that suggests the key changed drops what is cached about it. */
+  private async using<T>(key: VaultKey, run: () => Promise<T>): Promise<T> {
+    try {
+      return await run();
+    } catch (error) {
+      if (suggestsChange(error)) {
+        this.forgetKey(key.vaultUrl, key.name);
+        log.debug(`${keyId(key.vaultUrl, key.name)}: dropped from the agent's cache after: ${(error as Error).message}`);
+      }
+      throw error;
+    }
+  }
+
+  /**
+   * A write: whatever it did (a failure or a timeout may still have changed the vault), what it may have made
+   * stale is dropped as soon as it settles, including entries read while it was in flight.
+   */
+  private async writing<T>(run: () => Promise<T>, forget: () => void): Promise<T> {
+    try {
+      return await run();
+    } finally {
+      forget();
+    }
+  }
+
+  /** Drops everything cached about the key, pinned version or not, and the key listings of its vault. */
+  private forgetKey(vaultUrl: string, name: string): void {
+    const prefix = keyId(vaultUrl, name);
     for (const id of [...this.keys.keys()]) if (id === prefix || id.startsWith(`${prefix}/`)) this.keys.delete(id);
     this.certificates.delete(prefix);
-    this.listings.delete(key.vaultUrl);
-    log.debug(`${prefix}: dropped from the agent's cache after: ${(error as Error).message}`);
+    this.listings.delete(vaultUrl);
+    this.keyListings.delete(vaultUrl);
   }
+
+  private forgetStored(vaultUrl: string, name: string): void {
+    this.stored.delete(storedId(vaultUrl, name));
+    this.storedListings.delete(vaultUrl);
+  }
+}
+
+function storedId(vaultUrl: string, name: string): string {
+  // Secret names are case-insensitive too.
+  return `${vaultUrl}/secrets/${name.toLowerCase()}`;
 }
 
 function keyId(vaultUrl: string, name: string, version?: string): string {
@@ -163,4 +207,3 @@ function keyId(vaultUrl: string, name: string, version?: string): string {
   return `${vaultUrl}/keys/${name.toLowerCase()}${version ? `/${version}` : ""}`;
 }
 
-const notImplemented = (what: string): Promise<never> => Promise.reject(new VaultError("other", `${what} is not implemented yet`));

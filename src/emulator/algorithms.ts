@@ -53,8 +53,15 @@ export interface CipherAlgorithmInfo {
   family: "RSA" | "oct";
   /** RSA: OAEP hash or PKCS#1 v1.5. */
   rsa?: { padding: "oaep"; oaepHash: "sha1" | "sha256" } | { padding: "pkcs1" };
-  /** AES key wrap (RFC 3394): the key size in bits the algorithm requires, and node:crypto's cipher name. */
-  aesKw?: { keyBits: number; cipher: string };
+  /**
+   * AES key wrap: RFC 3394, or RFC 5649 (`padded`). `keyBits` is the key size the algorithm requires; the CKM_
+   * names take any AES key size.
+   */
+  aesKw?: { keyBits?: number; padded: boolean };
+  /** AES-GCM or AES-CBC (`padded`: PKCS#7) with a key of exactly `keyBits`. */
+  aes?: { mode: "gcm" | "cbc"; keyBits: number; padded: boolean };
+  /** Served by the Managed HSM personality only (the vault answers 400 as for an unknown algorithm). */
+  managedHsmOnly?: boolean;
   /** Which key operations may use the algorithm. */
   operations: ReadonlyArray<"encrypt" | "wrapKey">;
 }
@@ -63,9 +70,55 @@ export const CIPHER_ALGORITHMS: Record<string, CipherAlgorithmInfo> = {
   "RSA-OAEP": { family: "RSA", rsa: { padding: "oaep", oaepHash: "sha1" }, operations: ["encrypt", "wrapKey"] },
   "RSA-OAEP-256": { family: "RSA", rsa: { padding: "oaep", oaepHash: "sha256" }, operations: ["encrypt", "wrapKey"] },
   RSA1_5: { family: "RSA", rsa: { padding: "pkcs1" }, operations: ["encrypt", "wrapKey"] },
-  A128KW: { family: "oct", aesKw: { keyBits: 128, cipher: "id-aes128-wrap" }, operations: ["wrapKey"] },
-  A192KW: { family: "oct", aesKw: { keyBits: 192, cipher: "id-aes192-wrap" }, operations: ["wrapKey"] },
-  A256KW: { family: "oct", aesKw: { keyBits: 256, cipher: "id-aes256-wrap" }, operations: ["wrapKey"] },
+  A128KW: { family: "oct", aesKw: { keyBits: 128, padded: false }, operations: ["wrapKey"] },
+  A192KW: { family: "oct", aesKw: { keyBits: 192, padded: false }, operations: ["wrapKey"] },
+  A256KW: { family: "oct", aesKw: { keyBits: 256, padded: false }, operations: ["wrapKey"] },
+  // The SDKs' wrap enums name RFC 5649 only as CKM_AES_KEY_WRAP_PAD (there is no A*KWP in the REST API).
+  CKM_AES_KEY_WRAP: { family: "oct", aesKw: { padded: false }, managedHsmOnly: true, operations: ["wrapKey"] },
+  CKM_AES_KEY_WRAP_PAD: { family: "oct", aesKw: { padded: true }, managedHsmOnly: true, operations: ["wrapKey"] },
+  A128GCM: { family: "oct", aes: { mode: "gcm", keyBits: 128, padded: false }, managedHsmOnly: true, operations: ["encrypt"] },
+  A192GCM: { family: "oct", aes: { mode: "gcm", keyBits: 192, padded: false }, managedHsmOnly: true, operations: ["encrypt"] },
+  A256GCM: { family: "oct", aes: { mode: "gcm", keyBits: 256, padded: false }, managedHsmOnly: true, operations: ["encrypt"] },
+  A128CBC: { family: "oct", aes: { mode: "cbc", keyBits: 128, padded: false }, managedHsmOnly: true, operations: ["encrypt"] },
+  A192CBC: { family: "oct", aes: { mode: "cbc", keyBits: 192, padded: false }, managedHsmOnly: true, operations: ["encrypt"] },
+  A256CBC: { family: "oct", aes: { mode: "cbc", keyBits: 256, padded: false }, managedHsmOnly: true, operations: ["encrypt"] },
+  A128CBCPAD: { family: "oct", aes: { mode: "cbc", keyBits: 128, padded: true }, managedHsmOnly: true, operations: ["encrypt"] },
+  A192CBCPAD: { family: "oct", aes: { mode: "cbc", keyBits: 192, padded: true }, managedHsmOnly: true, operations: ["encrypt"] },
+  A256CBCPAD: { family: "oct", aes: { mode: "cbc", keyBits: 256, padded: true }, managedHsmOnly: true, operations: ["encrypt"] },
+};
+
+/** Key types a Managed HSM creates and imports: only HSM-protected ones. */
+export const MANAGED_HSM_KEY_TYPES: ReadonlySet<string> = new Set(["RSA-HSM", "EC-HSM", "oct-HSM"]);
+
+/**
+ * Permissions a deny list may name, as Key Vault's access policies spell them ("keys/create" ...), and the
+ * data-plane operations each one guards.
+ */
+export const PERMISSIONS: Record<string, readonly string[]> = {
+  "keys/get": ["get-key", "get-deleted-key"],
+  "keys/list": ["list-keys", "list-key-versions", "list-deleted-keys"],
+  "keys/create": ["create-key"],
+  "keys/import": ["import-key"],
+  "keys/update": ["update-key"],
+  "keys/delete": ["delete-key"],
+  "keys/recover": ["recover-deleted-key"],
+  "keys/purge": ["purge-deleted-key"],
+  "keys/rotate": ["rotate-key"],
+  "keys/sign": ["sign"],
+  "keys/verify": ["verify"],
+  "keys/encrypt": ["encrypt"],
+  "keys/decrypt": ["decrypt"],
+  "keys/wrapKey": ["wrapkey"],
+  "keys/unwrapKey": ["unwrapkey"],
+  "secrets/get": ["get-secret", "get-deleted-secret"],
+  "secrets/list": ["list-secrets", "list-secret-versions", "list-deleted-secrets"],
+  "secrets/set": ["set-secret"],
+  "secrets/delete": ["delete-secret"],
+  "secrets/recover": ["recover-deleted-secret"],
+  "secrets/purge": ["purge-deleted-secret"],
+  "certificates/get": ["get-certificate", "get-certificate-operation", "get-certificate-policy"],
+  "certificates/list": ["list-certificates", "list-certificate-versions"],
+  "certificates/create": ["create-certificate"],
 };
 
 export const ALL_KEY_OPS = ["encrypt", "decrypt", "sign", "verify", "wrapKey", "unwrapKey", "import", "export"] as const;

@@ -4,6 +4,7 @@ import { parseArgs } from "node:util";
 import { log } from "../log/log.ts";
 import { parseCertificateSpec } from "./certificates.ts";
 import { startEmulator, type EmulatorOptions } from "./index.ts";
+import { parsePermissions } from "./server.ts";
 
 const USAGE = `usage: azure-keyvault-pkcs11 emulator [options]
 
@@ -20,6 +21,10 @@ const USAGE = `usage: azure-keyvault-pkcs11 emulator [options]
   --tenant-id ID           tenant in the 401 challenge and in tokens (default random)
   --identity-header S      value required in X-IDENTITY-HEADER (default random)
   --token-lifetime S       access-token lifetime in seconds (default 3600)
+  --managed-hsm            behave as a Managed HSM: challenge resource https://managedhsm.azure.net, RSA-HSM/EC-HSM/
+                           oct-HSM keys only, AES-GCM/CBC/CBCPAD and CKM_AES_KEY_WRAP(_PAD), no certificates/secrets
+  --deny LIST              refuse these permissions with 403 ForbiddenByPolicy, comma-separated (e.g.
+                           keys/create,keys/import,secrets/set; names as in docs/emulator.md)
   --throttle-rate F        fraction of data-plane requests answered 429 with Retry-After
   --retry-after S          Retry-After seconds on injected 429s (default 1)
   --unavailable-rate F     fraction answered 503
@@ -57,6 +62,8 @@ export function parseEmulatorArgs(args: string[]): EmulatorOptions | "help" {
       "tenant-id": { type: "string" },
       "identity-header": { type: "string" },
       "token-lifetime": { type: "string" },
+      "managed-hsm": { type: "boolean" },
+      deny: { type: "string" },
       "throttle-rate": { type: "string" },
       "retry-after": { type: "string" },
       "unavailable-rate": { type: "string" },
@@ -86,6 +93,12 @@ export function parseEmulatorArgs(args: string[]): EmulatorOptions | "help" {
   set("tenantId", values["tenant-id"]);
   set("identityHeader", values["identity-header"]);
   set("tokenLifetimeSeconds", number("token-lifetime", values["token-lifetime"], true));
+  if (values["managed-hsm"]) options.managedHsm = true;
+  if (values.deny !== undefined) {
+    options.deny = values.deny.split(",").map((s) => s.trim()).filter((s) => s !== "");
+    // A misspelt permission is a usage error (exit 2), not a start-up failure.
+    parsePermissions(options.deny);
+  }
   const faults: NonNullable<EmulatorOptions["faults"]> = {};
   const setFault = <K extends Exclude<keyof typeof faults, "operations">>(key: K, value: number | undefined): void => {
     if (value !== undefined) faults[key] = value;

@@ -40,3 +40,31 @@ export const certificateNotFound = (name: string, version?: string): KeyVaultErr
     "CertificateNotFound",
     `A certificate with (name/id) ${version ? `${name}/${version}` : name} was not found in this key vault. If you recently deleted this certificate you may be able to recover it using the correct recovery command. For help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125182`,
   );
+
+export const secretNotFound = (name: string, version?: string): KeyVaultError =>
+  new KeyVaultError(
+    404,
+    "SecretNotFound",
+    `A secret with (name/id) ${version ? `${name}/${version}` : name} was not found in this key vault. If you recently deleted this secret you may be able to recover it using the correct recovery command. For help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125182`,
+  );
+
+export const deletedSecretNotFound = (name: string): KeyVaultError => new KeyVaultError(404, "SecretNotFound", `Deleted Secret not found: ${name}`);
+
+/** A name in the deleted-but-recoverable state cannot be reused (keys and secrets alike). */
+export const deletedNameConflict = (kind: "Key" | "Secret", name: string): KeyVaultError =>
+  new KeyVaultError(
+    409,
+    "Conflict",
+    `${kind} ${name} is currently in a deleted but recoverable state, and its name cannot be reused; in this state, the ${kind.toLowerCase()} can only be recovered or purged.`,
+  );
+
+/** Key Vault's access-policy refusal; `permission` is e.g. "keys/create". */
+export function forbiddenByPolicy(permission: string, caller: { appid: string; oid: string; iss: string }, vaultName: string): KeyVaultError {
+  const [collection, action] = permission.split("/") as [string, string];
+  return new KeyVaultError(
+    403,
+    "Forbidden",
+    `The user, group or application 'appid=${caller.appid};oid=${caller.oid};iss=${caller.iss}' does not have ${collection} ${action} permission on key vault '${vaultName};location=emulator'. For help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125287`,
+    "ForbiddenByPolicy",
+  );
+}

@@ -7,11 +7,12 @@ import { createServer as createHttpsServer, type Server as HttpsServer } from "n
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { TokenService } from "./auth.ts";
+import { MANAGED_HSM_RESOURCE, TokenService, VAULT_RESOURCE } from "./auth.ts";
 import { CertificateStore, createSelfSignedCertificate, parseCertificateSpec, parseEkuList, startUpPolicy } from "./certificates.ts";
 import { FaultInjector, type FaultOptions } from "./faults.ts";
 import { KeyStore, parseKeySpecs } from "./keystore.ts";
-import { IDENTITY_PATH, createHttpsHandler, createIdentityHandler, type VaultState } from "./server.ts";
+import { SecretStore } from "./secrets.ts";
+import { IDENTITY_PATH, checkManagedHsmKeyType, createHttpsHandler, createIdentityHandler, parsePermissions, type VaultState } from "./server.ts";
 import { warmUpCurves } from "./operations.ts";
 import { createPki } from "./tls.ts";
 
@@ -41,6 +42,13 @@ export interface EmulatorOptions {
   faults?: FaultOptions;
   /** Default 3600 (tests use small values to test expiry). */
   tokenLifetimeSeconds?: number;
+  /**
+   * The Managed HSM personality: challenge resource https://managedhsm.azure.net (and tokens for it only),
+   * RSA-HSM/EC-HSM/oct-HSM keys only, AES-GCM/CBC and CKM_AES_KEY_WRAP(_PAD), no RSNULL, no certificates or secrets.
+   */
+  managedHsm?: boolean;
+  /** Permissions refused with the service's 403 ForbiddenByPolicy, e.g. ["keys/create", "secrets/set"]. */
+  deny?: string[];
 }
 
 export interface RunningEmulator {
@@ -74,6 +82,26 @@ export interface RunningEmulator {
   close(): Promise<void>;
 }
 
+/**
+ * What tests may do beyond a client's reach. Kept apart from RunningEmulator, whose shape the module tests' worker
+ * harness mirrors.
+ */
+export interface EmulatorTestControls {
+  /** Replaces the denied permissions from the next request on (`[]` or undefined: none). Unknown names throw. */
+  setPermissions(deny: string[] | undefined): void;
+  /** The AES key bytes of an oct key's latest version (or of `version`), which the REST API never returns. */
+  octKeyBytes(name: string, version?: string): Buffer;
+}
+
+/** A start-up or addKey spec on the Managed HSM personality: the same rule as the REST API, as a plain Error. */
+function checkKeySpecType(kty: string): void {
+  try {
+    checkManagedHsmKeyType(kty);
+  } catch (error) {
+    throw new Error(`${(error as Error).message} (--managed-hsm)`);
+  }
+}
+
 function listen(server: HttpServer | HttpsServer, port: number): Promise<number> {
   return new Promise((resolve, reject) => {
     server.once("error", reject);
@@ -91,7 +119,7 @@ function closeServer(server: HttpServer | HttpsServer): Promise<void> {
   });
 }
 
-export async function startEmulator(options: EmulatorOptions = {}): Promise<RunningEmulator> {
+export async function startEmulator(options: EmulatorOptions = {}): Promise<RunningEmulator & EmulatorTestControls> {
   const port = options.port ?? 0;
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`port must be 0-65535, got ${options.port}`);
   const latencyMs = options.latencyMs ?? 0;
@@ -108,7 +136,10 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
     if (names.has(name)) throw new Error(`key '${name}' appears twice in the key spec`);
     names.add(name);
   }
+  const managedHsm = options.managedHsm ?? false;
+  if (managedHsm) for (const { request } of specs) checkKeySpecType(request.kty);
   const certSpecs = options.certs === "all" ? [{ name: "all" }] : (options.certs ?? []).map(parseCertificateSpec);
+  if (managedHsm && certSpecs.length > 0) throw new Error("a Managed HSM has no certificates: drop certs or managedHsm");
   for (const { name } of certSpecs) {
     if (name !== "all" && !names.has(name)) throw new Error(`certificate '${name}' has no key of the same name in the key spec`);
   }
@@ -116,7 +147,10 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
   const state: VaultState = {
     keys: new KeyStore(),
     certificates: new CertificateStore(),
-    tokens: new TokenService(tenantId, lifetime),
+    secrets: new SecretStore(),
+    managedHsm,
+    denied: parsePermissions(options.deny),
+    tokens: new TokenService(tenantId, lifetime, managedHsm ? MANAGED_HSM_RESOURCE : VAULT_RESOURCE),
     faults,
     latencyMs,
     identityHeader,
@@ -183,6 +217,10 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
     tenantId,
     async addKey(spec: string, addOptions?: { certificate?: boolean; ekus?: string[] }): Promise<void> {
       const parsed = parseKeySpecs(spec);
+      if (managedHsm) {
+        for (const { request } of parsed) checkKeySpecType(request.kty);
+        if (addOptions?.certificate) throw new Error("a Managed HSM has no certificates");
+      }
       const ekus = addOptions?.ekus && parseEkuList(addOptions.ekus.join("+"));
       await Promise.all(parsed.map(({ name, request }) => state.keys.create(name, request)));
       if (addOptions?.certificate) {
@@ -191,6 +229,14 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
     },
     setFaults(faults: FaultOptions | undefined): void {
       state.faults = new FaultInjector(faults);
+    },
+    setPermissions(deny: string[] | undefined): void {
+      state.denied = parsePermissions(deny);
+    },
+    octKeyBytes(name: string, version?: string): Buffer {
+      const key = state.keys.get(name, version);
+      if (!key.material.octKey) throw new Error(`key '${name}' is ${key.kty}, not an AES (oct) key`);
+      return Buffer.from(key.material.octKey);
     },
     tokensIssued: () => state.tokensIssued,
     requestCounts: (name?: string) => Object.fromEntries(name === undefined ? state.requestCounts : state.requestCountsByName.get(name.toLowerCase()) ?? []),

@@ -1,10 +1,10 @@
 // The vault's keys: versions, attributes, soft-deleted keys, and the JSON shapes (KeyBundle, KeyItem,
 // DeletedKeyBundle) the REST API returns for them. Key material is made with node:crypto, asynchronously, so that
 // many keys can be generated in parallel at start-up.
-import { generateKeyPair, randomBytes, type KeyObject } from "node:crypto";
+import { createECDH, createPrivateKey, createPublicKey, generateKeyPair, randomBytes, timingSafeEqual, type KeyObject } from "node:crypto";
 import { promisify } from "node:util";
 import { CURVES, KEY_TYPES, OCT_SIZES, RSA_SIZES, defaultKeyOps, type KeyFamily } from "./algorithms.ts";
-import { KeyVaultError, badParameter, deletedKeyNotFound, keyNotFound } from "./errors.ts";
+import { badParameter, deletedKeyNotFound, deletedNameConflict, keyNotFound } from "./errors.ts";
 
 const generateKeyPairAsync = promisify(generateKeyPair);
 
@@ -128,6 +128,72 @@ async function generateMaterial(request: CreateKeyRequest): Promise<KeyMaterial>
   }
 }
 
+const invalidJwk = (why: string): Error => badParameter(`The specified JSON Web Key is invalid: ${why}.`);
+
+function jwkBytes(jwk: Record<string, unknown>, member: string): Buffer {
+  const value = jwk[member];
+  if (typeof value !== "string" || value === "" || !/^[A-Za-z0-9_\-+/]*={0,2}$/.test(value)) throw invalidJwk(`member '${member}' is missing or not base64url`);
+  return Buffer.from(value, "base64url");
+}
+
+const toBigInt = (bytes: Buffer): bigint => (bytes.length === 0 ? 0n : BigInt(`0x${bytes.toString("hex")}`));
+
+function modPow(base: bigint, exponent: bigint, modulus: bigint): bigint {
+  let result = 1n;
+  let b = base % modulus;
+  for (let e = exponent; e > 0n; e >>= 1n) {
+    if (e & 1n) result = (result * b) % modulus;
+    b = (b * b) % modulus;
+  }
+  return result;
+}
+
+/**
+ * An imported JWK's key material. OpenSSL accepts RSA components that do not belong together (it checks none of
+ * them on import), so the CRT relations are checked here; an EC scalar must give the public point the JWK names.
+ */
+export function materialFromJwk(jwk: Record<string, unknown>): KeyMaterial {
+  const kty = jwk.kty;
+  const family = typeof kty === "string" ? KEY_TYPES[kty] : undefined;
+  if (!family) throw invalidJwk(`'kty' must be one of ${Object.keys(KEY_TYPES).join(", ")}`);
+  if (family === "RSA") {
+    const [n, e, d, p, q, dp, dq, qi] = ["n", "e", "d", "p", "q", "dp", "dq", "qi"].map((m) => jwkBytes(jwk, m)) as Buffer[] as [Buffer, Buffer, Buffer, Buffer, Buffer, Buffer, Buffer, Buffer];
+    const [N, E, D, P, Q, DP, DQ, QI] = [n, e, d, p, q, dp, dq, qi].map(toBigInt) as [bigint, bigint, bigint, bigint, bigint, bigint, bigint, bigint];
+    const modulusBits = N.toString(2).length;
+    if (!(RSA_SIZES as readonly number[]).includes(modulusBits)) throw invalidJwk(`an RSA key of ${modulusBits} bits is not supported (2048, 3072 or 4096)`);
+    const consistent = P > 1n && Q > 1n && P * Q === N && DP === D % (P - 1n) && DQ === D % (Q - 1n) && (QI * Q) % P === 1n && modPow(modPow(2n, E, N), D, N) === 2n;
+    if (!consistent) throw invalidJwk("the RSA private members do not belong to the modulus and exponent");
+    const b64 = (b: Buffer): string => b.toString("base64url");
+    const privateKey = createPrivateKey({ key: { kty: "RSA", n: b64(n), e: b64(e), d: b64(d), p: b64(p), q: b64(q), dp: b64(dp), dq: b64(dq), qi: b64(qi) }, format: "jwk" });
+    const publicJwk = createPublicKey(privateKey).export({ format: "jwk" });
+    return { family, privateKey, publicKey: createPublicKey(privateKey), modulusBits, jwk: { n: publicJwk.n!, e: publicJwk.e! } };
+  }
+  if (family === "EC") {
+    const curve = jwk.crv;
+    const info = typeof curve === "string" ? CURVES[curve] : undefined;
+    if (!info) throw invalidJwk(`'crv' must be one of ${Object.keys(CURVES).join(", ")}`);
+    const [x, y, d] = ["x", "y", "d"].map((m) => jwkBytes(jwk, m)) as [Buffer, Buffer, Buffer];
+    const size = info.coordinateBytes;
+    if (x.length !== size || y.length !== size || d.length !== size) throw invalidJwk(`the members of a ${curve as string} key are ${size} bytes each`);
+    const point = Buffer.concat([Buffer.from([4]), x, y]);
+    let derived: Buffer;
+    try {
+      const ecdh = createECDH(info.openssl);
+      ecdh.setPrivateKey(d);
+      derived = ecdh.getPublicKey();
+    } catch {
+      throw invalidJwk("'d' is not a valid private scalar for the curve");
+    }
+    if (derived.length !== point.length || !timingSafeEqual(derived, point)) throw invalidJwk("the EC private scalar does not match the public point");
+    const b64 = (b: Buffer): string => b.toString("base64url");
+    const privateKey = createPrivateKey({ key: { kty: "EC", crv: curve === "P-256K" ? "secp256k1" : (curve as string), x: b64(x), y: b64(y), d: b64(d) }, format: "jwk" });
+    return { family, privateKey, publicKey: createPublicKey(privateKey), curve: curve as string, ecPrivate: d, ecPublic: point, jwk: { crv: curve as string, x: b64(x), y: b64(y) } };
+  }
+  const k = jwkBytes(jwk, "k");
+  if (!(OCT_SIZES as readonly number[]).includes(k.length * 8)) throw invalidJwk(`an AES key of ${k.length * 8} bits is not supported (128, 192 or 256)`);
+  return { family, octKey: k, jwk: {} };
+}
+
 /**
  * Key Vault object names are case-insensitive: `MyKey` and `mykey` are one key, which keeps the spelling it was first
  * created with in its kid and in listings.
@@ -170,12 +236,24 @@ export class KeyStore {
 
   async create(name: string, request: CreateKeyRequest): Promise<KeyVersion> {
     if (!KEY_NAME.test(name)) throw badParameter(`The request URI contains an invalid name: ${name}`);
-    if (this.deleted.has(name)) {
-      throw new KeyVaultError(409, "Conflict", `Key ${name} is currently in a deleted but recoverable state, and its name cannot be reused; in this state, the key can only be recovered or purged.`);
-    }
+    if (this.deleted.has(name)) throw deletedNameConflict("Key", name);
     const family = KEY_TYPES[request.kty];
     if (!family) throw badParameter(`The specified key type '${request.kty}' is not supported.`);
-    const material = await generateMaterial(request);
+    return this.add(name, request, await generateMaterial(request));
+  }
+
+  /**
+   * PUT /keys/{name}: the caller's key as a new version (a new key when the name is free), as the service does; the
+   * private members are checked against the public ones first.
+   */
+  import(name: string, request: CreateKeyRequest, jwk: Record<string, unknown>): KeyVersion {
+    if (!KEY_NAME.test(name)) throw badParameter(`The request URI contains an invalid name: ${name}`);
+    if (this.deleted.has(name)) throw deletedNameConflict("Key", name);
+    return this.add(name, request, materialFromJwk(jwk));
+  }
+
+  private add(name: string, request: CreateKeyRequest, material: KeyMaterial): KeyVersion {
+    const family = material.family;
     const created = nowSeconds();
     const version: KeyVersion = {
       name: this.keys.spelling(name) ?? name,
@@ -190,8 +268,8 @@ export class KeyStore {
     if (request.nbf !== undefined) version.nbf = request.nbf;
     if (request.exp !== undefined) version.exp = request.exp;
     if (request.tags) version.tags = request.tags;
-    // The deleted check above ran before an await: repeat it so a concurrent delete cannot be overwritten.
-    if (this.deleted.has(name)) throw new KeyVaultError(409, "Conflict", `Key ${name} is currently in a deleted but recoverable state, and its name cannot be reused; in this state, the key can only be recovered or purged.`);
+    // create()'s deleted check ran before an await: repeat it so a concurrent delete cannot be overwritten.
+    if (this.deleted.has(name)) throw deletedNameConflict("Key", name);
     const versions = this.keys.get(name) ?? [];
     versions.push(version);
     this.keys.set(name, versions);

@@ -1,7 +1,7 @@
 // The cryptographic operations behind /sign, /verify, /encrypt, /decrypt, /wrapkey and /unwrapkey, and the
 // checks that precede them (enabled, nbf/exp, key_ops, algorithm versus key). node:crypto does the RSA and AES
 // work; @noble/curves signs ECDSA over a client-supplied digest, which node:crypto cannot do.
-import { constants, createCipheriv, createDecipheriv, createHmac, privateDecrypt, privateEncrypt, publicDecrypt, publicEncrypt, timingSafeEqual } from "node:crypto";
+import { constants, createCipheriv, createDecipheriv, createHmac, privateDecrypt, privateEncrypt, publicDecrypt, publicEncrypt, randomBytes, timingSafeEqual, type CipherGCMTypes } from "node:crypto";
 import { ecdsa } from "@noble/curves/abstract/weierstrass.js";
 import { p256, p384, p521 } from "@noble/curves/nist.js";
 import { secp256k1 } from "@noble/curves/secp256k1.js";
@@ -67,10 +67,12 @@ export function checkUsable(v: KeyVersion, op: KeyOperation): void {
   if (!v.keyOps.includes(op)) throw new KeyVaultError(403, "Forbidden", `Operation ${op} is not permitted on this key.`, "KeyOperationForbidden");
 }
 
-function signAlgorithm(v: KeyVersion, alg: unknown): SignAlgorithmInfo {
+function signAlgorithm(v: KeyVersion, alg: unknown, managedHsm: boolean): SignAlgorithmInfo {
   if (typeof alg !== "string" || alg === "") throw badParameter("Property 'alg' is required.");
   const info = SIGN_ALGORITHMS[alg];
   if (!info) throw badParameter(`Invalid signature algorithm: ${alg}`);
+  // Managed HSM's own wording for RSNULL (azure-sdk-for-java #26214); its Activity ID suffix is left out.
+  if (managedHsm && info.padding === "pkcs1-raw") throw badParameter("Invalid RSA signature algorithm");
   if (info.family !== v.material.family) throw badParameter(`Key and signing algorithm are incompatible. Key type '${v.kty}' cannot be used with algorithm '${alg}'.`);
   if (info.curve && info.curve !== v.material.curve) {
     throw badParameter(`Key and signing algorithm are incompatible. Key uses curve '${v.material.curve}', and algorithm '${alg}' can only be used with curve '${info.curve}'.`);
@@ -96,8 +98,8 @@ function pkcs1Payload(info: SignAlgorithmInfo, digest: Buffer): Buffer {
   return info.padding === "pkcs1-raw" ? digest : Buffer.concat([DIGEST_INFO_PREFIX[info.hash!], digest]);
 }
 
-export function sign(v: KeyVersion, alg: unknown, digest: Buffer): Buffer {
-  const info = signAlgorithm(v, alg);
+export function sign(v: KeyVersion, alg: unknown, digest: Buffer, managedHsm = false): Buffer {
+  const info = signAlgorithm(v, alg, managedHsm);
   checkDigest(v, alg as string, info, digest);
   const m = v.material;
   if (info.family === "EC") {
@@ -111,8 +113,8 @@ export function sign(v: KeyVersion, alg: unknown, digest: Buffer): Buffer {
   return privateEncrypt({ key: m.privateKey!, padding: constants.RSA_NO_PADDING }, emsaPssEncode(info.hash!, digest, m.modulusBits!, modulusBytes));
 }
 
-export function verify(v: KeyVersion, alg: unknown, digest: Buffer, signature: Buffer): boolean {
-  const info = signAlgorithm(v, alg);
+export function verify(v: KeyVersion, alg: unknown, digest: Buffer, signature: Buffer, managedHsm = false): boolean {
+  const info = signAlgorithm(v, alg, managedHsm);
   checkDigest(v, alg as string, info, digest);
   const m = v.material;
   if (info.family === "EC") {
@@ -138,45 +140,122 @@ export function verify(v: KeyVersion, alg: unknown, digest: Buffer, signature: B
   }
 }
 
-function cipherAlgorithm(v: KeyVersion, alg: unknown, op: "encrypt" | "wrapKey"): CipherAlgorithmInfo {
+function cipherAlgorithm(v: KeyVersion, alg: unknown, op: "encrypt" | "wrapKey", managedHsm: boolean): CipherAlgorithmInfo {
   if (typeof alg !== "string" || alg === "") throw badParameter("Property 'alg' is required.");
   const info = CIPHER_ALGORITHMS[alg];
-  if (!info || !info.operations.includes(op)) throw badParameter(`Invalid algorithm for ${op === "encrypt" ? "encryption" : "key wrapping"}: ${alg}`);
+  if (!info || !info.operations.includes(op) || (info.managedHsmOnly && !managedHsm)) {
+    throw badParameter(`Invalid algorithm for ${op === "encrypt" ? "encryption" : "key wrapping"}: ${alg}`);
+  }
   if (info.family !== v.material.family) throw badParameter(`Key and encryption algorithm are incompatible. Key type '${v.kty}' cannot be used with algorithm '${alg}'.`);
-  if (info.aesKw && info.aesKw.keyBits !== v.material.octKey!.length * 8) {
-    throw badParameter(`Key and encryption algorithm are incompatible. Algorithm '${alg}' needs a ${info.aesKw.keyBits}-bit key; this key has ${v.material.octKey!.length * 8} bits.`);
+  const keyBits = info.aesKw?.keyBits ?? info.aes?.keyBits;
+  if (keyBits !== undefined && keyBits !== v.material.octKey!.length * 8) {
+    throw badParameter(`Key and encryption algorithm are incompatible. Algorithm '${alg}' needs a ${keyBits}-bit key; this key has ${v.material.octKey!.length * 8} bits.`);
   }
   return info;
 }
 
-// RFC 3394 default initial value.
-const AES_KW_IV = Buffer.from("a6a6a6a6a6a6a6a6", "hex");
+/** The symmetric parameters of an encrypt or decrypt request (base64url members iv, aad, tag). */
+export interface SymmetricParameters {
+  iv?: Buffer;
+  aad?: Buffer;
+  tag?: Buffer;
+}
 
-/** encrypt and wrapKey: `op` selects which algorithms are allowed. */
-export function encrypt(v: KeyVersion, alg: unknown, plaintext: Buffer, op: "encrypt" | "wrapKey"): Buffer {
-  const info = cipherAlgorithm(v, alg, op);
+export interface CipherResult {
+  value: Buffer;
+  iv?: Buffer;
+  tag?: Buffer;
+  aad?: Buffer;
+}
+
+// RFC 3394 default initial value; RFC 5649's is the alternative initial value a65959a6 followed by the length.
+const AES_KW_IV = Buffer.from("a6a6a6a6a6a6a6a6", "hex");
+const AES_KWP_IV = Buffer.from("a65959a6", "hex");
+const GCM_IV_BYTES = 12;
+const GCM_TAG_BYTES = 16;
+
+const keyWrapCipher = (key: Buffer, padded: boolean): string => `id-aes${key.length * 8}-wrap${padded ? "-pad" : ""}`;
+const aesCipher = (key: Buffer, mode: "gcm" | "cbc"): string => `aes-${key.length * 8}-${mode}`;
+
+function requireLength(value: Buffer | undefined, member: string, length: number, alg: string): Buffer {
+  if (!value || value.length !== length) throw badParameter(`Property '${member}' must be ${length} bytes for algorithm ${alg}.`);
+  return value;
+}
+
+/**
+ * encrypt and wrapKey: `op` selects which algorithms are allowed. AES-GCM draws its own 12-byte IV, as Managed HSM
+ * does, whatever the request carries (docs/emulator.md says why).
+ */
+export function encrypt(v: KeyVersion, alg: unknown, plaintext: Buffer, op: "encrypt" | "wrapKey", managedHsm = false, params: SymmetricParameters = {}): CipherResult {
+  const info = cipherAlgorithm(v, alg, op, managedHsm);
   const m = v.material;
   if (info.aesKw) {
+    if (info.aesKw.padded) {
+      if (plaintext.length === 0) throw badParameter("The key to wrap must not be empty.");
+      const cipher = createCipheriv(keyWrapCipher(m.octKey!, true), m.octKey!, AES_KWP_IV);
+      return { value: Buffer.concat([cipher.update(plaintext), cipher.final()]) };
+    }
     if (plaintext.length < 16 || plaintext.length % 8 !== 0) throw badParameter("The key to wrap must be a multiple of 8 bytes and at least 16 bytes long.");
-    const cipher = createCipheriv(info.aesKw.cipher, m.octKey!, AES_KW_IV);
-    return Buffer.concat([cipher.update(plaintext), cipher.final()]);
+    const cipher = createCipheriv(keyWrapCipher(m.octKey!, false), m.octKey!, AES_KW_IV);
+    return { value: Buffer.concat([cipher.update(plaintext), cipher.final()]) };
+  }
+  if (info.aes?.mode === "gcm") {
+    const iv = randomBytes(GCM_IV_BYTES);
+    const cipher = createCipheriv(aesCipher(m.octKey!, "gcm") as CipherGCMTypes, m.octKey!, iv, { authTagLength: GCM_TAG_BYTES });
+    if (params.aad) cipher.setAAD(params.aad);
+    const value = Buffer.concat([cipher.update(plaintext), cipher.final()]);
+    const result: CipherResult = { value, iv, tag: cipher.getAuthTag() };
+    if (params.aad) result.aad = params.aad;
+    return result;
+  }
+  if (info.aes) {
+    const iv = requireLength(params.iv, "iv", 16, alg as string);
+    if (!info.aes.padded && plaintext.length % 16 !== 0) throw badParameter(`The plaintext for algorithm ${alg as string} must be a multiple of 16 bytes.`);
+    const cipher = createCipheriv(aesCipher(m.octKey!, "cbc"), m.octKey!, iv);
+    cipher.setAutoPadding(info.aes.padded);
+    return { value: Buffer.concat([cipher.update(plaintext), cipher.final()]), iv };
   }
   const rsa = info.rsa!;
   const maxLength = m.modulusBits! / 8 - (rsa.padding === "pkcs1" ? 11 : 2 * (rsa.oaepHash === "sha1" ? 20 : 32) + 2);
   if (plaintext.length > maxLength) throw badParameter(`The value is too long for algorithm ${alg as string}: at most ${maxLength} bytes.`);
-  return rsa.padding === "pkcs1"
-    ? publicEncrypt({ key: m.publicKey!, padding: constants.RSA_PKCS1_PADDING }, plaintext)
-    : publicEncrypt({ key: m.publicKey!, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: rsa.oaepHash }, plaintext);
+  const value =
+    rsa.padding === "pkcs1"
+      ? publicEncrypt({ key: m.publicKey!, padding: constants.RSA_PKCS1_PADDING }, plaintext)
+      : publicEncrypt({ key: m.publicKey!, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: rsa.oaepHash }, plaintext);
+  return { value };
 }
 
-/** decrypt and unwrapKey. */
-export function decrypt(v: KeyVersion, alg: unknown, ciphertext: Buffer, op: "encrypt" | "wrapKey"): Buffer {
-  const info = cipherAlgorithm(v, alg, op);
+/** decrypt and unwrapKey. A wrong tag, IV, pad or ciphertext is 400 BadParameter, never output. */
+export function decrypt(v: KeyVersion, alg: unknown, ciphertext: Buffer, op: "encrypt" | "wrapKey", managedHsm = false, params: SymmetricParameters = {}): Buffer {
+  const info = cipherAlgorithm(v, alg, op, managedHsm);
   const m = v.material;
   const failed = (): KeyVaultError => badParameter(`Decryption failed: the value is not a valid ${alg as string} ciphertext for this key.`);
   if (info.aesKw) {
     try {
-      const decipher = createDecipheriv(info.aesKw.cipher, m.octKey!, AES_KW_IV);
+      const decipher = createDecipheriv(keyWrapCipher(m.octKey!, info.aesKw.padded), m.octKey!, info.aesKw.padded ? AES_KWP_IV : AES_KW_IV);
+      return Buffer.concat([decipher.update(ciphertext), decipher.final()]);
+    } catch {
+      throw failed();
+    }
+  }
+  if (info.aes?.mode === "gcm") {
+    const iv = requireLength(params.iv, "iv", GCM_IV_BYTES, alg as string);
+    const tag = requireLength(params.tag, "tag", GCM_TAG_BYTES, alg as string);
+    try {
+      const decipher = createDecipheriv(aesCipher(m.octKey!, "gcm") as CipherGCMTypes, m.octKey!, iv, { authTagLength: GCM_TAG_BYTES });
+      if (params.aad) decipher.setAAD(params.aad);
+      decipher.setAuthTag(tag);
+      return Buffer.concat([decipher.update(ciphertext), decipher.final()]);
+    } catch {
+      throw failed();
+    }
+  }
+  if (info.aes) {
+    const iv = requireLength(params.iv, "iv", 16, alg as string);
+    if (ciphertext.length === 0 || ciphertext.length % 16 !== 0) throw failed();
+    try {
+      const decipher = createDecipheriv(aesCipher(m.octKey!, "cbc"), m.octKey!, iv);
+      decipher.setAutoPadding(info.aes.padded);
       return Buffer.concat([decipher.update(ciphertext), decipher.final()]);
     } catch {
       throw failed();

@@ -5,7 +5,7 @@ import { randomBytes, randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { setTimeout as delay } from "node:timers/promises";
 import { log } from "../log/log.ts";
-import { ALL_KEY_OPS, KEY_TYPES } from "./algorithms.ts";
+import { ALL_KEY_OPS, KEY_TYPES, MANAGED_HSM_KEY_TYPES, PERMISSIONS } from "./algorithms.ts";
 import { TokenService, resourceFromScope } from "./auth.ts";
 import {
   CertificateStore,
@@ -13,19 +13,26 @@ import {
   certificateItem,
   certificateOperation,
   certificatePolicy,
+  type CertificateVersion,
   createCertificateRequest,
   createSelfSignedCertificate,
   keyRequestOf,
   parseCreateCertificateRequest,
 } from "./certificates.ts";
-import { KeyVaultError, badParameter } from "./errors.ts";
+import { KeyVaultError, badParameter, deletedNameConflict, forbiddenByPolicy, secretNotFound } from "./errors.ts";
 import type { FaultInjector } from "./faults.ts";
 import { KeyStore, deletedKeyBundle, deletedKeyItem, keyBundle, keyId, keyItem, nowSeconds, type CreateKeyRequest, type KeyVersion } from "./keystore.ts";
-import { checkUsable, decrypt, encrypt, sign, verify, type KeyOperation } from "./operations.ts";
+import { checkUsable, decrypt, encrypt, sign, verify, type KeyOperation, type SymmetricParameters } from "./operations.ts";
+import { SecretStore, deletedSecretBundle, deletedSecretItem, secretBundle, secretItem, type SecretVersion } from "./secrets.ts";
 
 export interface VaultState {
   keys: KeyStore;
   certificates: CertificateStore;
+  secrets: SecretStore;
+  /** The Managed HSM personality: -HSM keys only, AES operations, no certificates or secrets. */
+  managedHsm: boolean;
+  /** Permissions ("keys/create" ...) refused with the service's 403 ForbiddenByPolicy. */
+  denied: ReadonlySet<string>;
   tokens: TokenService;
   faults: FaultInjector;
   latencyMs: number;
@@ -108,6 +115,10 @@ function decodeValue(body: Record<string, unknown>, field: string): Buffer {
   return Buffer.from(value, "base64url");
 }
 
+function decodeOptional(body: Record<string, unknown>, field: string): Buffer | undefined {
+  return body[field] === undefined || body[field] === null ? undefined : decodeValue(body, field);
+}
+
 function optionalSeconds(value: unknown, field: string): number | undefined {
   if (value === undefined || value === null) return undefined;
   if (typeof value !== "number" || !Number.isFinite(value)) throw badParameter(`Property 'attributes.${field}' must be a number of seconds since 1970.`);
@@ -130,10 +141,54 @@ function parseTags(value: unknown): Record<string, string> | undefined {
   return value as Record<string, string>;
 }
 
-function createRequestFromBody(body: Record<string, unknown>): CreateKeyRequest {
+/** Managed HSM holds HSM-protected keys only; the wording is the emulator's own (docs/emulator.md). */
+export function checkManagedHsmKeyType(kty: string): void {
+  if (!MANAGED_HSM_KEY_TYPES.has(kty)) throw badParameter(`Key type '${kty}' is not supported by Managed HSM. Supported key types: ${[...MANAGED_HSM_KEY_TYPES].join(", ")}.`);
+}
+
+function attributesOf(body: Record<string, unknown>): Record<string, unknown> {
+  const attributes = body.attributes ?? {};
+  if (attributes === null || typeof attributes !== "object" || Array.isArray(attributes)) throw badParameter("Property 'attributes' must be an object.");
+  return attributes as Record<string, unknown>;
+}
+
+/** enabled, nbf, exp and tags: the members create, import and set-secret requests share. */
+function commonProperties(body: Record<string, unknown>): { enabled?: boolean; nbf?: number; exp?: number; tags?: Record<string, string> } {
+  const attributes = attributesOf(body);
+  const common: { enabled?: boolean; nbf?: number; exp?: number; tags?: Record<string, string> } = {};
+  if (attributes.enabled !== undefined && typeof attributes.enabled !== "boolean") throw badParameter("Property 'attributes.enabled' must be a boolean.");
+  if (typeof attributes.enabled === "boolean") common.enabled = attributes.enabled;
+  const nbf = optionalSeconds(attributes.nbf, "nbf");
+  const exp = optionalSeconds(attributes.exp, "exp");
+  if (nbf !== undefined) common.nbf = nbf;
+  if (exp !== undefined) common.exp = exp;
+  const tags = parseTags(body.tags);
+  if (tags) common.tags = tags;
+  return common;
+}
+
+/** PUT /keys/{name} (keys.json: KeyImportParameters; the SDKs send `Hsm`, the spec's spelling). */
+function importRequestFromBody(body: Record<string, unknown>, managedHsm: boolean): { request: CreateKeyRequest; jwk: Record<string, unknown> } {
+  const jwk = body.key;
+  if (jwk === null || typeof jwk !== "object" || Array.isArray(jwk)) throw badParameter("Property 'key' is required and must be a JSON Web Key.");
+  const key = jwk as Record<string, unknown>;
+  const kty = key.kty;
+  if (typeof kty !== "string" || !KEY_TYPES[kty]) throw badParameter(`Property 'key.kty' must be one of: ${Object.keys(KEY_TYPES).join(", ")}.`);
+  const hsm = body.Hsm ?? body.hsm;
+  if (hsm !== undefined && typeof hsm !== "boolean") throw badParameter("Property 'Hsm' must be a boolean.");
+  const storedKty = hsm === true && !kty.endsWith("-HSM") ? `${kty}-HSM` : kty;
+  if (managedHsm) checkManagedHsmKeyType(storedKty);
+  const request: CreateKeyRequest = { kty: storedKty, ...commonProperties(body) };
+  const keyOps = parseKeyOps(key.key_ops);
+  if (keyOps) request.keyOps = keyOps;
+  return { request, jwk: key };
+}
+
+function createRequestFromBody(body: Record<string, unknown>, managedHsm: boolean): CreateKeyRequest {
   const kty = body.kty;
   if (typeof kty !== "string" || !KEY_TYPES[kty]) throw badParameter(`Property 'kty' must be one of: ${Object.keys(KEY_TYPES).join(", ")}.`);
-  const attributes = (body.attributes ?? {}) as Record<string, unknown>;
+  if (managedHsm) checkManagedHsmKeyType(kty);
+  const attributes = attributesOf(body);
   const request: CreateKeyRequest = { kty };
   if (body.key_size !== undefined) {
     if (typeof body.key_size !== "number") throw badParameter("Property 'key_size' must be a number.");
@@ -219,21 +274,123 @@ const CRYPTO_ROUTES: Record<string, KeyOperation> = {
   unwrapkey: "unwrapKey",
 };
 
-function cryptoOperation(base: string, v: KeyVersion, op: KeyOperation, body: Record<string, unknown>): Reply {
+function symmetricParameters(body: Record<string, unknown>): SymmetricParameters {
+  const params: SymmetricParameters = {};
+  const iv = decodeOptional(body, "iv");
+  const aad = decodeOptional(body, "aad");
+  const tag = decodeOptional(body, "tag");
+  if (iv) params.iv = iv;
+  if (aad && aad.length > 0) params.aad = aad;
+  if (tag) params.tag = tag;
+  return params;
+}
+
+function cryptoOperation(state: VaultState, base: string, v: KeyVersion, op: KeyOperation, body: Record<string, unknown>): Reply {
   checkUsable(v, op);
   const kid = keyId(base, v);
+  const hsm = state.managedHsm;
   switch (op) {
     case "sign":
-      return { status: 200, body: { kid, value: sign(v, body.alg, decodeValue(body, "value")).toString("base64url") } };
+      return { status: 200, body: { kid, value: sign(v, body.alg, decodeValue(body, "value"), hsm).toString("base64url") } };
     case "verify":
-      return { status: 200, body: { value: verify(v, body.alg, decodeValue(body, "digest"), decodeValue(body, "value")) } };
+      return { status: 200, body: { value: verify(v, body.alg, decodeValue(body, "digest"), decodeValue(body, "value"), hsm) } };
     case "encrypt":
-    case "wrapKey":
-      return { status: 200, body: { kid, value: encrypt(v, body.alg, decodeValue(body, "value"), op === "encrypt" ? "encrypt" : "wrapKey").toString("base64url") } };
+    case "wrapKey": {
+      const result = encrypt(v, body.alg, decodeValue(body, "value"), op === "encrypt" ? "encrypt" : "wrapKey", hsm, symmetricParameters(body));
+      // keys.json KeyOperationResult: value, and for AES iv, tag (GCM) and aad as the service returns them.
+      const reply: Record<string, unknown> = { kid, value: result.value.toString("base64url") };
+      if (result.iv) reply.iv = result.iv.toString("base64url");
+      if (result.tag) reply.tag = result.tag.toString("base64url");
+      if (result.aad) reply.aad = result.aad.toString("base64url");
+      return { status: 200, body: reply };
+    }
     case "decrypt":
     case "unwrapKey":
-      return { status: 200, body: { kid, value: decrypt(v, body.alg, decodeValue(body, "value"), op === "decrypt" ? "encrypt" : "wrapKey").toString("base64url") } };
+      return { status: 200, body: { kid, value: decrypt(v, body.alg, decodeValue(body, "value"), op === "decrypt" ? "encrypt" : "wrapKey", hsm, symmetricParameters(body)).toString("base64url") } };
   }
+}
+
+/** A certificate's own secret, answered from the certificate (the service's `managed` secret behind `sid`). */
+function certificateSecret(base: string, c: CertificateVersion): SecretVersion {
+  const pem = `-----BEGIN CERTIFICATE-----\n${c.der.toString("base64").replace(/.{64}/g, "$&\n").replace(/\n$/, "")}\n-----END CERTIFICATE-----\n`;
+  return {
+    name: c.name,
+    version: c.version,
+    value: pem,
+    contentType: "application/x-pem-file",
+    enabled: true,
+    nbf: c.nbf,
+    exp: c.exp,
+    created: c.created,
+    updated: c.created,
+    kid: `${base}/keys/${c.name}/${c.version}`,
+    managed: true,
+  };
+}
+
+const managedByCertificate = (name: string): KeyVaultError =>
+  new KeyVaultError(409, "Conflict", `Secret ${name} is managed by the certificate of the same name; set or delete the certificate instead.`);
+
+function secretsRoute(state: VaultState, method: string, url: URL, base: string, body: Record<string, unknown>, name: string | undefined, third: string | undefined, fourth: string | undefined): Reply {
+  const { secrets, certificates } = state;
+  if (name === undefined || name === "") {
+    if (method !== "GET") throw methodNotAllowed();
+    const own = secrets.names().map((n) => secrets.get(n));
+    const managed = certificates.names().filter((n) => !secrets.has(n)).map((n) => certificateSecret(base, certificates.get(n)));
+    const all = [...own, ...managed].sort((a, b) => byName(a).localeCompare(byName(b)));
+    return page(all, byName, url, base, "/secrets", (s) => secretItem(base, s, false));
+  }
+  if (fourth !== undefined) throw notFound(url.pathname);
+  const certificate = secrets.has(name) ? undefined : certificates.find(name);
+  if (third === undefined) {
+    if (method === "PUT") {
+      if (certificates.find(name)) throw managedByCertificate(name);
+      const value = body.value;
+      if (typeof value !== "string") throw badParameter("Property 'value' is required and must be a string.");
+      const contentType = body.contentType;
+      if (contentType !== undefined && contentType !== null && typeof contentType !== "string") throw badParameter("Property 'contentType' must be a string.");
+      const request = { value, ...commonProperties(body), ...(typeof contentType === "string" ? { contentType } : {}) };
+      return { status: 200, body: secretBundle(base, secrets.set(name, request)) };
+    }
+    if (method === "GET") return { status: 200, body: secretBundle(base, certificate ? certificateSecret(base, certificate) : secrets.get(name)) };
+    if (method === "DELETE") {
+      if (certificate) throw managedByCertificate(name);
+      return { status: 200, body: deletedSecretBundle(base, secrets.delete(name)) };
+    }
+    throw methodNotAllowed();
+  }
+  if (method !== "GET") throw methodNotAllowed();
+  if (third === "versions") {
+    const versions = certificate ? certificates.versions(name).map((c) => certificateSecret(base, c)) : secrets.versions(name);
+    return page(versions, byPosition(versions), url, base, `/secrets/${name}/versions`, (s) => secretItem(base, s, true));
+  }
+  if (certificate) {
+    const version = certificates.versions(name).find((c) => c.version === third);
+    if (!version) throw secretNotFound(name, third);
+    return { status: 200, body: secretBundle(base, certificateSecret(base, version)) };
+  }
+  return { status: 200, body: secretBundle(base, secrets.get(name, third)) };
+}
+
+function deletedSecretsRoute(state: VaultState, method: string, url: URL, base: string, name: string | undefined, third: string | undefined, fourth: string | undefined): Reply {
+  const { secrets } = state;
+  if (name === undefined || name === "") {
+    if (method !== "GET") throw methodNotAllowed();
+    return page(secrets.deletedNames(), (n) => n.toLowerCase(), url, base, "/deletedsecrets", (n) => deletedSecretItem(base, secrets.getDeleted(n)));
+  }
+  if (third === undefined) {
+    if (method === "GET") return { status: 200, body: deletedSecretBundle(base, secrets.getDeleted(name)) };
+    if (method === "DELETE") {
+      secrets.purge(name);
+      return { status: 204 };
+    }
+    throw methodNotAllowed();
+  }
+  if (third === "recover" && fourth === undefined) {
+    if (method !== "POST") throw methodNotAllowed();
+    return { status: 200, body: secretBundle(base, secrets.recover(name)) };
+  }
+  throw notFound(url.pathname);
 }
 
 /**
@@ -242,6 +399,9 @@ function cryptoOperation(base: string, v: KeyVersion, op: KeyOperation, body: Re
  * the certificate's current one, as the service does for a new version.
  */
 async function createCertificate(state: VaultState, base: string, name: string, body: Record<string, unknown>, apiVersion: string): Promise<Reply> {
+  // The certificate's secret shares its name: a secret of that name already taken (or soft-deleted) is in the way.
+  if (state.secrets.isDeleted(name)) throw deletedNameConflict("Secret", name);
+  if (state.secrets.has(name)) throw new KeyVaultError(409, "Conflict", `A secret named ${name} exists; a certificate cannot take its name.`);
   const latest = state.certificates.find(name);
   const { key: keyRequest, policy } = parseCreateCertificateRequest(body, latest && { key: keyRequestOf(latest.key), policy: latest.policy });
   const key = await state.keys.create(name, keyRequest);
@@ -275,12 +435,16 @@ async function route(state: VaultState, req: IncomingMessage, url: URL, base: st
     if (third === undefined) {
       if (method === "GET") return { status: 200, body: keyBundle(base, state.keys.get(name)) };
       if (method === "DELETE") return { status: 200, body: deletedKeyBundle(base, state.keys.delete(name)) };
+      if (method === "PUT") {
+        const { request, jwk } = importRequestFromBody(body, state.managedHsm);
+        return { status: 200, body: keyBundle(base, state.keys.import(name, request, jwk)) };
+      }
       throw methodNotAllowed();
     }
     if (fourth === undefined) {
       if (third === "create") {
         if (method !== "POST") throw methodNotAllowed();
-        return { status: 200, body: keyBundle(base, await state.keys.create(name, createRequestFromBody(body))) };
+        return { status: 200, body: keyBundle(base, await state.keys.create(name, createRequestFromBody(body, state.managedHsm))) };
       }
       if (third === "rotate") {
         if (method !== "POST") throw methodNotAllowed();
@@ -309,7 +473,7 @@ async function route(state: VaultState, req: IncomingMessage, url: URL, base: st
     const op = CRYPTO_ROUTES[fourth];
     if (!op) throw notFound(url.pathname);
     if (method !== "POST") throw methodNotAllowed();
-    return cryptoOperation(base, state.keys.get(name, third), op, body);
+    return cryptoOperation(state, base, state.keys.get(name, third), op, body);
   }
 
   if (collection === "deletedkeys") {
@@ -331,6 +495,14 @@ async function route(state: VaultState, req: IncomingMessage, url: URL, base: st
     }
     throw notFound(url.pathname);
   }
+
+  // Managed HSM has keys only: its data plane knows no certificate or secret paths.
+  if (state.managedHsm && (collection === "certificates" || collection === "deletedcertificates" || collection === "secrets" || collection === "deletedsecrets")) {
+    throw notFound(url.pathname);
+  }
+
+  if (collection === "secrets") return secretsRoute(state, method, url, base, body, name, third, fourth);
+  if (collection === "deletedsecrets") return deletedSecretsRoute(state, method, url, base, name, third, fourth);
 
   if (collection === "certificates") {
     if (name && third === "create" && fourth === undefined) {
@@ -451,10 +623,12 @@ function instanceDiscovery(base: string, url: URL): Reply {
 
 /** Every name requestOperation can return: what request counts are keyed by and fault `operations` may list. */
 export const DATA_PLANE_OPERATIONS = [
-  "list-keys", "get-key", "delete-key", "create-key", "rotate-key", "list-key-versions", "update-key",
+  "list-keys", "get-key", "delete-key", "create-key", "import-key", "rotate-key", "list-key-versions", "update-key",
   "sign", "verify", "encrypt", "decrypt", "wrapkey", "unwrapkey",
   "list-deleted-keys", "get-deleted-key", "recover-deleted-key", "purge-deleted-key",
   "list-certificates", "get-certificate", "create-certificate", "get-certificate-operation", "get-certificate-policy", "list-certificate-versions",
+  "list-secrets", "get-secret", "set-secret", "delete-secret", "list-secret-versions",
+  "list-deleted-secrets", "get-deleted-secret", "recover-deleted-secret", "purge-deleted-secret",
   "get-random-bytes", "other",
 ] as const;
 export type DataPlaneOperation = (typeof DATA_PLANE_OPERATIONS)[number];
@@ -469,7 +643,7 @@ export function requestOperation(method: string, segments: string[]): DataPlaneO
   switch (collection) {
     case "keys":
       if (listing) return "list-keys";
-      if (third === undefined) return method === "DELETE" ? "delete-key" : "get-key";
+      if (third === undefined) return method === "DELETE" ? "delete-key" : method === "PUT" ? "import-key" : "get-key";
       if (fourth === undefined) {
         if (third === "create") return "create-key";
         if (third === "rotate") return "rotate-key";
@@ -487,11 +661,32 @@ export function requestOperation(method: string, segments: string[]): DataPlaneO
       if (fourth === undefined && third === "pending") return "get-certificate-operation";
       if (fourth === undefined && third === "policy") return "get-certificate-policy";
       return third === "versions" ? "list-certificate-versions" : "get-certificate";
+    case "secrets":
+      if (listing) return "list-secrets";
+      if (third === undefined) return method === "DELETE" ? "delete-secret" : method === "PUT" ? "set-secret" : "get-secret";
+      return third === "versions" && fourth === undefined ? "list-secret-versions" : "get-secret";
+    case "deletedsecrets":
+      if (listing) return "list-deleted-secrets";
+      if (third === "recover") return "recover-deleted-secret";
+      return method === "DELETE" ? "purge-deleted-secret" : "get-deleted-secret";
     case "rng":
       return "get-random-bytes";
     default:
       return "other";
   }
+}
+
+const OPERATION_PERMISSION: ReadonlyMap<string, string> = new Map(
+  Object.entries(PERMISSIONS).flatMap(([permission, operations]) => operations.map((operation) => [operation, permission] as const)),
+);
+
+/** Checks a deny list (emulator option `deny`, CLI --deny): only permission names of PERMISSIONS. */
+export function parsePermissions(deny: readonly string[] | undefined): Set<string> {
+  if (deny === undefined) return new Set();
+  if (!Array.isArray(deny)) throw new Error("deny must be a list of permission names");
+  const unknown = deny.filter((p) => !Object.hasOwn(PERMISSIONS, p));
+  if (unknown.length > 0) throw new Error(`unknown permission(s) ${unknown.map((p) => `'${p}'`).join(", ")}; known: ${Object.keys(PERMISSIONS).join(", ")}`);
+  return new Set(deny);
 }
 
 function countRequest(state: VaultState, operation: string, segments: string[]): void {
@@ -572,10 +767,12 @@ export function createHttpsHandler(state: VaultState): (req: IncomingMessage, re
           reply = { status: 503, body: new KeyVaultError(503, "ServiceUnavailable", "The service is temporarily unavailable. Please retry later.").body() };
         } else {
           const raw = await readBody(req);
-          state.tokens.verify(req.headers.authorization);
+          const caller = state.tokens.verify(req.headers.authorization);
           const apiVersion = url.searchParams.get("api-version");
           if (!apiVersion) throw badParameter("The 'api-version' query parameter is missing.");
           if (!API_VERSION.test(apiVersion)) throw badParameter(`The specified version (${apiVersion}) is not recognized. Consider using the latest supported version (2025-07-01).`);
+          const permission = OPERATION_PERMISSION.get(operation);
+          if (permission && state.denied.has(permission)) throw forbiddenByPolicy(permission, caller, state.managedHsm ? "emulator-hsm" : "emulator");
           reply = await route(state, req, url, base, segments, raw);
         }
       } catch (error) {

@@ -68,6 +68,7 @@ const decodeSessionData = (r: Reader): { session: number; data: Buffer } => ({ s
 const decodeSession = (r: Reader): { session: number } => ({ session: r.ulong() });
 const decodeInit = (r: Reader) => ({ session: r.ulong(), mechanism: r.mechanism(), key: r.ulong() });
 const outRv = (result: OutResult): number => result.rv;
+const decodeMessage = (r: Reader) => ({ session: r.ulong(), parameter: r.messageParameter(), aad: r.bytes(), data: r.bytes(), out: r.out() });
 
 // ---- the table -------------------------------------------------------------------------------------------
 
@@ -373,6 +374,84 @@ export const HANDLERS = new Map<number, Handler>([
       run: (m, a) => m.generateRandom(m.session(a.session), a.length),
       encode: (w, bytes) => void w.bytes(bytes),
     }),
+  ],
+  [
+    FunctionId.C_GenerateKey,
+    define({
+      name: "C_GenerateKey",
+      decode: (r) => ({ session: r.ulong(), mechanism: r.mechanism(), template: r.template() }),
+      run: (m, a) => inSession(m, a.session, (s) => m.initialized.keys.generateKey(s, a.mechanism, a.template)),
+      encode: (w, handle) => void w.ulong(handle ?? 0),
+    }),
+  ],
+  [
+    FunctionId.C_GenerateKeyPair,
+    define({
+      name: "C_GenerateKeyPair",
+      decode: (r) => ({ session: r.ulong(), mechanism: r.mechanism(), publicTemplate: r.template(), privateTemplate: r.template() }),
+      run: (m, a) => inSession(m, a.session, (s) => m.initialized.keys.generateKeyPair(s, a.mechanism, a.publicTemplate, a.privateTemplate)),
+      encode: (w, pair) => void w.ulong(pair?.publicHandle ?? 0).ulong(pair?.privateHandle ?? 0),
+    }),
+  ],
+  [
+    FunctionId.C_WrapKey,
+    define({
+      name: "C_WrapKey",
+      decode: (r) => ({ session: r.ulong(), mechanism: r.mechanism(), wrappingKey: r.ulong(), key: r.ulong(), out: r.out() }),
+      run: (m, a) => inSession(m, a.session, (s) => m.initialized.keys.wrapKey(s, a.mechanism, a.wrappingKey, a.key, a.out)),
+      encode: encodeOut,
+      rvOf: outRv,
+    }),
+  ],
+  [
+    FunctionId.C_UnwrapKey,
+    define({
+      name: "C_UnwrapKey",
+      decode: (r) => ({ session: r.ulong(), mechanism: r.mechanism(), unwrappingKey: r.ulong(), wrapped: r.bytes(), template: r.template() }),
+      run: (m, a) => inSession(m, a.session, (s) => m.initialized.keys.unwrapKey(s, a.mechanism, a.unwrappingKey, a.wrapped, a.template)),
+      encode: (w, handle) => void w.ulong(handle ?? 0),
+    }),
+  ],
+  [
+    FunctionId.C_MessageEncryptInit,
+    define({ name: "C_MessageEncryptInit", decode: decodeInit, run: (m, a) => inSession(m, a.session, (s) => m.initialized.operations.messageEncryptInit(s, a.mechanism, a.key)), encode: nothing }),
+  ],
+  [
+    FunctionId.C_EncryptMessage,
+    define({
+      name: "C_EncryptMessage",
+      decode: decodeMessage,
+      run: (m, a) => inSession(m, a.session, (s) => m.initialized.operations.encryptMessage(s, a.parameter, a.aad, a.data, a.out)),
+      // The IV and tag travel only with the ciphertext: the shim writes them back only then, and checks their lengths.
+      encode: (w, result: (OutResult & { iv?: Buffer; tag?: Buffer }) | undefined, args) => {
+        const produced = result?.rv === CKR.OK && args?.out.present === true;
+        w.bytes(produced ? result.iv : undefined).bytes(produced ? result.tag : undefined);
+        encodeOut(w, result);
+      },
+      rvOf: outRv,
+    }),
+  ],
+  [
+    FunctionId.C_MessageEncryptFinal,
+    define({ name: "C_MessageEncryptFinal", decode: decodeSession, run: (m, a) => inSession(m, a.session, (s) => m.initialized.operations.messageEncryptFinal(s)), encode: nothing }),
+  ],
+  [
+    FunctionId.C_MessageDecryptInit,
+    define({ name: "C_MessageDecryptInit", decode: decodeInit, run: (m, a) => inSession(m, a.session, (s) => m.initialized.operations.messageDecryptInit(s, a.mechanism, a.key)), encode: nothing }),
+  ],
+  [
+    FunctionId.C_DecryptMessage,
+    define({
+      name: "C_DecryptMessage",
+      decode: decodeMessage,
+      run: (m, a) => inSession(m, a.session, (s) => m.initialized.operations.decryptMessage(s, a.parameter, a.aad, a.data, a.out)),
+      encode: encodeOut,
+      rvOf: outRv,
+    }),
+  ],
+  [
+    FunctionId.C_MessageDecryptFinal,
+    define({ name: "C_MessageDecryptFinal", decode: decodeSession, run: (m, a) => inSession(m, a.session, (s) => m.initialized.operations.messageDecryptFinal(s)), encode: nothing }),
   ],
   [
     FunctionId.C_SessionCancel,

@@ -99,8 +99,25 @@ export class Reader {
         return { type, parameter: { kind: "oaep", hashAlg: this.ulong(), mgf: this.ulong(), source: this.ulong(), sourceData: this.bytes() } };
       case 3:
         return { type, parameter: { kind: "malformed" } };
+      case 4:
+        return { type, parameter: { kind: "gcm", iv: this.bytes(), ivBits: this.ulong(), aad: this.bytes(), tagBits: this.ulong() } };
       default:
         throw new ProtocolError(`unknown mechanism parameter kind ${kind}`);
+    }
+  }
+
+  /** MSGPARAM: the pParameter of C_EncryptMessage / C_DecryptMessage. */
+  messageParameter(): MessageParameter {
+    const kind = this.u8();
+    switch (kind) {
+      case 0:
+        return { kind: "none" };
+      case 1:
+        return { kind: "gcm", iv: this.bytes(), ivFixedBits: this.ulong(), ivGenerator: this.ulong(), tag: this.bytes(), tagBits: this.ulong() };
+      case 3:
+        return { kind: "malformed" };
+      default:
+        throw new ProtocolError(`unknown message parameter kind ${kind}`);
     }
   }
 

@@ -2,9 +2,21 @@
 // key version, all created on first use and reused. Every call carries a deadline, the SDK retries 429/503 (with
 // Retry-After) and dropped connections a few times with short back-off, and every failure becomes a VaultError.
 import type { TokenCredential } from "@azure/core-auth";
-import { logPolicyName, tracingPolicyName, type Pipeline } from "@azure/core-rest-pipeline";
+import { logPolicyName, tracingPolicyName, type Pipeline, type PipelinePolicy } from "@azure/core-rest-pipeline";
 import { CertificateClient } from "@azure/keyvault-certificates";
-import { CryptographyClient, KeyClient, type KeyClientOptions, type KeyVaultKey } from "@azure/keyvault-keys";
+import {
+  CryptographyClient,
+  KeyClient,
+  type AesCbcDecryptParameters,
+  type AesGcmDecryptParameters,
+  type AesGcmEncryptParameters,
+  type CreateKeyOptions,
+  type JsonWebKey,
+  type KeyClientOptions,
+  type KeyOperation,
+  type KeyVaultKey,
+} from "@azure/keyvault-keys";
+import { SecretClient } from "@azure/keyvault-secrets";
 import { createCredential } from "../auth/index.ts";
 import { isLoopbackHost, isManagedHsmHost } from "../config/vaultUrl.ts";
 import type { ModuleConfig } from "../config/types.ts";
@@ -15,6 +27,16 @@ import { proxyFor } from "./proxy.ts";
 import { AgentPool, buildCaList } from "./trust.ts";
 import type { AesAlgorithm, DecryptAlgorithm, ImportedKey, NewKeyProperties, NewKeySpec, SignAlgorithm, StoredCertificate, VaultBackend, VaultKey, VaultKeyListing, WrapAlgorithm } from "./types.ts";
 import { VaultError } from "./types.ts";
+
+export type ServiceKind = "key-vault" | "managed-hsm";
+
+/** The generated client's setSecret, under SecretClient (see storeCertificate). */
+type GeneratedSetSecret = (name: string, parameters: { value: string; contentType?: string; tags?: Record<string, string> }, options: { abortSignal?: AbortSignal }) => Promise<unknown>;
+
+/** Stored certificates (docs/vault-tokens.md): a secret of this content type, tagged with its key or as a CA. */
+const CERTIFICATE_CONTENT_TYPE = "application/pkix-cert";
+const CERTIFICATE_KEY_TAG = "p11_cert_key";
+const CERTIFICATE_AUTHORITY_TAG = "p11_cert_authority";
 
 /** Managed HSM hands out at most this many random bytes per request. */
 const MAX_RANDOM_BYTES_PER_CALL = 128;
@@ -35,6 +57,7 @@ export interface VaultBackendOptions {
 interface VaultClients {
   keys: KeyClient;
   certificates?: CertificateClient;
+  secrets?: SecretClient;
   /** Whether the vault serves getRandomBytes: known for Managed HSM, learned by asking once otherwise. */
   random?: boolean;
 }
@@ -47,6 +70,8 @@ export class AzureVaultBackend implements VaultBackend {
   private readonly credential: TokenCredential;
   private readonly vaults = new Map<string, VaultClients>();
   private readonly cryptoClients = new Map<string, CryptographyClient>();
+  /** What each vault's first authentication challenge said it is (its resource), learned by challengePolicy. */
+  private readonly learnedKinds = new Map<string, ServiceKind>();
   /** Trust per vault: the global ca_file plus the ca_file of every slot on that vault. */
   private readonly caFilesByVault = new Map<string, string[]>();
   private readonly retry: { maxRetries: number; retryDelayInMs: number; maxRetryDelayInMs: number };
@@ -74,17 +99,18 @@ export class AzureVaultBackend implements VaultBackend {
 
   async getKey(vaultUrl: string, name: string, version?: string): Promise<VaultKey> {
     const { keys } = this.clients(vaultUrl);
+    const raw = rawKeySize();
     const key = await this.call("get key", `key '${name}'${version ? ` version ${version}` : ""} in ${vaultUrl}`, (abortSignal) =>
-      keys.getKey(name, { version, abortSignal }),
+      keys.getKey(name, { version, abortSignal, onResponse: raw.onResponse }),
     );
-    return toVaultKey(key, vaultUrl);
+    return this.toVaultKey(key, vaultUrl, raw.keySize);
   }
 
   async listKeyNames(vaultUrl: string): Promise<string[]> {
     const { keys } = this.clients(vaultUrl);
-    return this.call("list keys", `vault ${vaultUrl}`, async (abortSignal) => {
+    return this.call("list keys", `vault ${vaultUrl}`, async (abortSignal, onResponse) => {
       const names: string[] = [];
-      for await (const properties of keys.listPropertiesOfKeys({ abortSignal })) {
+      for await (const properties of keys.listPropertiesOfKeys({ abortSignal, onResponse })) {
         // Keys that back certificates are listed as managed keys too; they are real keys and sign like any other.
         names.push(properties.name);
       }
@@ -93,9 +119,7 @@ export class AzureVaultBackend implements VaultBackend {
   }
 
   async getCertificate(vaultUrl: string, name: string): Promise<Buffer | undefined> {
-    const vault = this.clients(vaultUrl);
-    vault.certificates ??= this.trimmed(new CertificateClient(vaultUrl, this.credential, this.clientOptions(vaultUrl)));
-    const certificates = vault.certificates;
+    const certificates = this.certificateClient(vaultUrl);
     try {
       const certificate = await this.call("get certificate", `certificate '${name}' in ${vaultUrl}`, (abortSignal) =>
         certificates.getCertificate(name, { abortSignal }),
@@ -126,8 +150,8 @@ export class AzureVaultBackend implements VaultBackend {
 
   async getRandomBytes(vaultUrl: string, count: number): Promise<Buffer | undefined> {
     const vault = this.clients(vaultUrl);
-    const managedHsm = isManagedHsmHost(new URL(vaultUrl).hostname);
     if (vault.random === false) return undefined;
+    const managedHsm = (await this.serviceKind(vaultUrl)) === "managed-hsm";
     if (!managedHsm && !isLoopbackHost(new URL(vaultUrl).hostname)) {
       // Standard vaults do not serve /rng; asking would cost a failed round trip to learn nothing.
       vault.random = false;
@@ -174,51 +198,201 @@ export class AzureVaultBackend implements VaultBackend {
     return Buffer.concat(chunks);
   }
 
-  // ---- filled in by the vault-backend work (contract in src/vault/types.ts) ----
-  serviceKind(vaultUrl: string): Promise<"key-vault" | "managed-hsm"> {
-    return Promise.resolve(isManagedHsmHost(new URL(vaultUrl).hostname) ? "managed-hsm" : "key-vault");
+  async serviceKind(vaultUrl: string): Promise<ServiceKind> {
+    const known = this.knownKind(vaultUrl);
+    if (known) return known;
+    const { keys } = this.clients(vaultUrl);
+    // Nothing has gone to this vault yet: one listing page of one key brings the challenge. What the request
+    // itself answers after the challenge (a 403 without keys/list, say) does not matter here.
+    try {
+      await this.call("learn the service kind", `vault ${vaultUrl}`, async (abortSignal) => {
+        for await (const page of keys.listPropertiesOfKeys({ abortSignal }).byPage({ maxPageSize: 1 })) {
+          void page;
+          break;
+        }
+      });
+    } catch (error) {
+      if (!this.learnedKinds.has(vaultUrl)) throw error;
+    }
+    return this.knownKind(vaultUrl) ?? "key-vault";
   }
-  listKeys(_vaultUrl: string): Promise<VaultKeyListing[]> {
-    return notImplemented("listKeys");
+
+  async listKeys(vaultUrl: string): Promise<VaultKeyListing[]> {
+    const { keys } = this.clients(vaultUrl);
+    return this.call("list keys", `vault ${vaultUrl}`, async (abortSignal, onResponse) => {
+      const listing: VaultKeyListing[] = [];
+      for await (const properties of keys.listPropertiesOfKeys({ abortSignal, onResponse })) {
+        const entry: VaultKeyListing = {
+          name: properties.name,
+          kid: properties.id ?? `${vaultUrl}/keys/${properties.name}`,
+          enabled: properties.enabled ?? true,
+          managed: properties.managed ?? false,
+          tags: { ...(properties.tags ?? {}) },
+        };
+        if (properties.notBefore) entry.notBefore = properties.notBefore;
+        if (properties.expiresOn) entry.expiresOn = properties.expiresOn;
+        listing.push(entry);
+      }
+      return listing;
+    });
   }
-  listCertificateNames(_vaultUrl: string): Promise<string[]> {
-    return notImplemented("listCertificateNames");
+
+  async listCertificateNames(vaultUrl: string): Promise<string[]> {
+    if ((await this.serviceKind(vaultUrl)) === "managed-hsm") return [];
+    const certificates = this.certificateClient(vaultUrl);
+    return this.call("list certificates", `vault ${vaultUrl}`, async (abortSignal, onResponse) => {
+      const names: string[] = [];
+      for await (const properties of certificates.listPropertiesOfCertificates({ abortSignal, onResponse })) if (properties.name) names.push(properties.name);
+      return names;
+    });
   }
-  createKey(_vaultUrl: string, _name: string, _spec: NewKeySpec, _properties: NewKeyProperties): Promise<VaultKey> {
-    return notImplemented("createKey");
+
+  async createKey(vaultUrl: string, name: string, spec: NewKeySpec, properties: NewKeyProperties): Promise<VaultKey> {
+    const options: CreateKeyOptions = { keyOps: properties.keyOps as KeyOperation[], tags: properties.tags, notBefore: properties.notBefore, expiresOn: properties.expiresOn };
+    if ("curve" in spec) {
+      options.curve = spec.curve;
+    } else {
+      // The SDK's createKey sends no public exponent, so the vault's default (65537) is the only one it can make.
+      if ("publicExponent" in spec && spec.publicExponent !== undefined && spec.publicExponent !== 65537) {
+        throw new VaultError("bad-parameter", `key '${name}': Key Vault creates RSA keys with the public exponent 65537 only, not ${spec.publicExponent}`);
+      }
+      options.keySize = spec.keySize;
+    }
+    await this.requireFreeName(vaultUrl, name);
+    const { keys } = this.clients(vaultUrl);
+    const key = await this.call("create key", `key '${name}' in ${vaultUrl}`, (abortSignal) => keys.createKey(name, spec.kty, { ...options, abortSignal })).catch((error: unknown) => {
+      throw takenName(error, name, vaultUrl);
+    });
+    return this.toVaultKey(key, vaultUrl);
   }
-  importKey(_vaultUrl: string, _name: string, _key: ImportedKey, _properties: NewKeyProperties): Promise<VaultKey> {
-    return notImplemented("importKey");
+
+  async importKey(vaultUrl: string, name: string, imported: ImportedKey, properties: NewKeyProperties): Promise<VaultKey> {
+    const hsm = imported.kty.endsWith("-HSM");
+    const jwk: JsonWebKey = { kty: (hsm ? imported.kty.slice(0, -4) : imported.kty) as JsonWebKey["kty"], keyOps: properties.keyOps as KeyOperation[] };
+    for (const part of ["n", "e", "d", "p", "q", "dp", "dq", "qi", "x", "y"] as const) {
+      const value = imported[part];
+      if (value) jwk[part] = new Uint8Array(value);
+    }
+    if (imported.crv) jwk.crv = imported.crv as JsonWebKey["crv"];
+    await this.requireFreeName(vaultUrl, name);
+    const { keys } = this.clients(vaultUrl);
+    const key = await this.call("import key", `key '${name}' in ${vaultUrl}`, (abortSignal) =>
+      keys.importKey(name, jwk, { hardwareProtected: hsm, tags: properties.tags, notBefore: properties.notBefore, expiresOn: properties.expiresOn, abortSignal }),
+    ).catch((error: unknown) => {
+      throw takenName(error, name, vaultUrl);
+    });
+    return this.toVaultKey(key, vaultUrl);
   }
-  updateKeyTags(_key: VaultKey, _tags: Record<string, string>): Promise<VaultKey> {
-    return notImplemented("updateKeyTags");
+
+  async updateKeyTags(key: VaultKey, tags: Record<string, string>): Promise<VaultKey> {
+    const { keys } = this.clients(key.vaultUrl);
+    const updated = await this.call("update key", `key '${key.name}' version ${key.version} in ${key.vaultUrl}`, (abortSignal) =>
+      keys.updateKeyProperties(key.name, key.version, { tags, abortSignal }),
+    );
+    return this.toVaultKey(updated, key.vaultUrl);
   }
-  deleteKey(_vaultUrl: string, _name: string): Promise<void> {
-    return notImplemented("deleteKey");
+
+  async deleteKey(vaultUrl: string, name: string): Promise<void> {
+    const { keys } = this.clients(vaultUrl);
+    // beginDeleteKey returns once the DELETE is answered; the poller's wait for the deletion to complete is not
+    // needed (the key is gone from the listing at once) and could outlast the deadline.
+    await this.call("delete key", `key '${name}' in ${vaultUrl}`, (abortSignal) => keys.beginDeleteKey(name, { abortSignal }));
   }
-  listStoredCertificates(_vaultUrl: string): Promise<StoredCertificate[]> {
-    return notImplemented("listStoredCertificates");
+
+  async listStoredCertificates(vaultUrl: string): Promise<StoredCertificate[]> {
+    if ((await this.serviceKind(vaultUrl)) === "managed-hsm") return [];
+    const secrets = this.secretClient(vaultUrl);
+    return this.call("list secrets", `vault ${vaultUrl}`, async (abortSignal, onResponse) => {
+      const stored: StoredCertificate[] = [];
+      for await (const properties of secrets.listPropertiesOfSecrets({ abortSignal, onResponse })) {
+        const tags = properties.tags ?? {};
+        if (properties.contentType !== CERTIFICATE_CONTENT_TYPE || properties.managed) continue;
+        const keyName = tags[CERTIFICATE_KEY_TAG];
+        if (!keyName && tags[CERTIFICATE_AUTHORITY_TAG] !== "1") continue;
+        const entry: StoredCertificate = { name: properties.name, tags: { ...tags } };
+        if (keyName) entry.keyName = keyName;
+        stored.push(entry);
+      }
+      return stored;
+    });
   }
-  getStoredCertificate(_vaultUrl: string, _name: string): Promise<Buffer> {
-    return notImplemented("getStoredCertificate");
+
+  async getStoredCertificate(vaultUrl: string, name: string): Promise<Buffer> {
+    await this.refuseOnManagedHsm(vaultUrl, `certificate '${name}'`);
+    const secrets = this.secretClient(vaultUrl);
+    const secret = await this.call("get secret", `secret '${name}' in ${vaultUrl}`, (abortSignal) => secrets.getSecret(name, { abortSignal }));
+    const value = secret.value ?? "";
+    const der = Buffer.from(value, "base64");
+    // A secret written by someone else under our tags: say so instead of handing out bytes that are no certificate.
+    if (secret.properties.contentType !== CERTIFICATE_CONTENT_TYPE || der.length === 0 || der.toString("base64") !== value.replace(/\s+/g, "")) {
+      throw new VaultError("other", `secret '${name}' in ${vaultUrl} does not hold a base64 DER certificate (content type ${secret.properties.contentType ?? "none"})`);
+    }
+    return der;
   }
-  storeCertificate(_vaultUrl: string, _name: string, _der: Buffer, _tags: Record<string, string>): Promise<void> {
-    return notImplemented("storeCertificate");
+
+  async storeCertificate(vaultUrl: string, name: string, der: Buffer, tags: Record<string, string>): Promise<void> {
+    await this.refuseOnManagedHsm(vaultUrl, `certificate '${name}'`);
+    const secrets = this.secretClient(vaultUrl);
+    // SecretClient.setSecret drops its contentType option (azure-sdk-for-js #38300, 4.10 and 4.11), and
+    // updateSecretProperties does too; the generated client it wraps sends it. The SDK is pinned, so its absence
+    // would be a new SDK version: refuse then rather than store a certificate no listing would find.
+    const generated = (secrets as unknown as { client?: { setSecret?: GeneratedSetSecret } }).client;
+    const setSecret = generated?.setSecret?.bind(generated);
+    if (!setSecret) throw new VaultError("other", `cannot store certificate '${name}': this @azure/keyvault-secrets cannot set a secret's content type`);
+    await this.call("set secret", `secret '${name}' in ${vaultUrl}`, (abortSignal) =>
+      setSecret(name, { value: der.toString("base64"), contentType: CERTIFICATE_CONTENT_TYPE, tags }, { abortSignal }),
+    );
   }
-  deleteStoredCertificate(_vaultUrl: string, _name: string): Promise<void> {
-    return notImplemented("deleteStoredCertificate");
+
+  async deleteStoredCertificate(vaultUrl: string, name: string): Promise<void> {
+    await this.refuseOnManagedHsm(vaultUrl, `certificate '${name}'`);
+    const secrets = this.secretClient(vaultUrl);
+    // As for keys: the DELETE soft-deletes; the poller's completion is not waited for.
+    await this.call("delete secret", `secret '${name}' in ${vaultUrl}`, (abortSignal) => secrets.beginDeleteSecret(name, { abortSignal }));
   }
-  encryptAes(_key: VaultKey, _algorithm: AesAlgorithm, _plaintext: Buffer, _options: { iv?: Buffer; aad?: Buffer }): Promise<{ ciphertext: Buffer; iv?: Buffer; tag?: Buffer }> {
-    return notImplemented("encryptAes");
+
+  async encryptAes(key: VaultKey, algorithm: AesAlgorithm, plaintext: Buffer, options: { iv?: Buffer; aad?: Buffer }): Promise<{ ciphertext: Buffer; iv?: Buffer; tag?: Buffer }> {
+    const client = this.cryptoClient(key);
+    if (isGcm(algorithm)) {
+      if (options.iv) throw new VaultError("bad-parameter", `${algorithm} on key '${key.name}': the vault generates the GCM IV itself; a caller's IV cannot be used`);
+      const parameters: AesGcmEncryptParameters = { algorithm, plaintext };
+      if (options.aad) parameters.additionalAuthenticatedData = options.aad;
+      const result = await this.call("encrypt", `key '${key.name}'`, (abortSignal) => client.encrypt(parameters, { abortSignal }));
+      if (!result.iv || !result.authenticationTag) {
+        throw new VaultError("other", `Key Vault answered ${algorithm} encryption on key '${key.name}' without ${result.iv ? "a tag" : "an IV"}`);
+      }
+      return { ciphertext: bytes(result.result), iv: bytes(result.iv), tag: bytes(result.authenticationTag) };
+    }
+    if (!options.iv) throw new VaultError("bad-parameter", `${algorithm} on key '${key.name}' needs an IV`);
+    const iv = options.iv;
+    const result = await this.call("encrypt", `key '${key.name}'`, (abortSignal) => client.encrypt({ algorithm, plaintext, iv }, { abortSignal }));
+    return { ciphertext: bytes(result.result) };
   }
-  decryptAes(_key: VaultKey, _algorithm: AesAlgorithm, _ciphertext: Buffer, _options: { iv: Buffer; aad?: Buffer; tag?: Buffer }): Promise<Buffer> {
-    return notImplemented("decryptAes");
+
+  async decryptAes(key: VaultKey, algorithm: AesAlgorithm, ciphertext: Buffer, options: { iv: Buffer; aad?: Buffer; tag?: Buffer }): Promise<Buffer> {
+    const client = this.cryptoClient(key);
+    let parameters: AesGcmDecryptParameters | AesCbcDecryptParameters;
+    if (isGcm(algorithm)) {
+      if (!options.tag) throw new VaultError("bad-parameter", `${algorithm} on key '${key.name}' needs the authentication tag`);
+      parameters = { algorithm, ciphertext, iv: options.iv, authenticationTag: options.tag };
+      if (options.aad) parameters.additionalAuthenticatedData = options.aad;
+    } else {
+      parameters = { algorithm, ciphertext, iv: options.iv };
+    }
+    const result = await this.call("decrypt", `key '${key.name}'`, (abortSignal) => client.decrypt(parameters, { abortSignal }));
+    return bytes(result.result);
   }
-  wrapKey(_key: VaultKey, _algorithm: WrapAlgorithm, _keyBytes: Buffer): Promise<Buffer> {
-    return notImplemented("wrapKey");
+
+  async wrapKey(key: VaultKey, algorithm: WrapAlgorithm, keyBytes: Buffer): Promise<Buffer> {
+    const client = this.cryptoClient(key);
+    const result = await this.call("wrap key", `key '${key.name}'`, (abortSignal) => client.wrapKey(algorithm, keyBytes, { abortSignal }));
+    return bytes(result.result);
   }
-  unwrapKey(_key: VaultKey, _algorithm: WrapAlgorithm, _wrapped: Buffer): Promise<Buffer> {
-    return notImplemented("unwrapKey");
+
+  async unwrapKey(key: VaultKey, algorithm: WrapAlgorithm, wrapped: Buffer): Promise<Buffer> {
+    const client = this.cryptoClient(key);
+    const result = await this.call("unwrap key", `key '${key.name}'`, (abortSignal) => client.unwrapKey(algorithm, wrapped, { abortSignal }));
+    return bytes(result.result);
   }
 
   async close(): Promise<void> {
@@ -233,10 +407,73 @@ export class AzureVaultBackend implements VaultBackend {
     let vault = this.vaults.get(vaultUrl);
     if (!vault) {
       vault = { keys: this.trimmed(new KeyClient(vaultUrl, this.credential, this.clientOptions(vaultUrl))) };
-      if (isManagedHsmHost(new URL(vaultUrl).hostname)) vault.random = true;
       this.vaults.set(vaultUrl, vault);
     }
     return vault;
+  }
+
+  private certificateClient(vaultUrl: string): CertificateClient {
+    const vault = this.clients(vaultUrl);
+    vault.certificates ??= this.trimmed(new CertificateClient(vaultUrl, this.credential, this.clientOptions(vaultUrl)));
+    return vault.certificates;
+  }
+
+  private secretClient(vaultUrl: string): SecretClient {
+    const vault = this.clients(vaultUrl);
+    vault.secrets ??= this.trimmed(new SecretClient(vaultUrl, this.credential, this.clientOptions(vaultUrl)));
+    return vault.secrets;
+  }
+
+  /** The service kind without a request: a Managed HSM or Key Vault host name, else what a challenge said. */
+  private knownKind(vaultUrl: string): ServiceKind | undefined {
+    const hostname = new URL(vaultUrl).hostname;
+    if (isManagedHsmHost(hostname)) return "managed-hsm";
+    const learned = this.learnedKinds.get(vaultUrl);
+    if (learned) return learned;
+    return hostname.toLowerCase().endsWith(".vault.azure.net") ? "key-vault" : undefined;
+  }
+
+  /**
+   * Reads the resource of each 401 challenge on the way back to the SDK's authentication policy, which sits
+   * outside the retry phase and so outside this per-retry policy. A Managed HSM asks for https://managedhsm.azure.net
+   * (also behind a private endpoint, and in the emulator's Managed HSM personality).
+   */
+  private challengePolicy(vaultUrl: string): PipelinePolicy {
+    return {
+      name: "serviceKindFromChallenge",
+      sendRequest: async (request, next) => {
+        const response = await next(request);
+        if (response.status === 401 && !this.learnedKinds.has(vaultUrl)) {
+          const kind = kindFromChallenge(response.headers.get("WWW-Authenticate"));
+          if (kind) {
+            this.learnedKinds.set(vaultUrl, kind);
+            log.debug(`${vaultUrl}: the authentication challenge names a ${kind === "managed-hsm" ? "Managed HSM" : "Key Vault"}`);
+          }
+        }
+        return response;
+      },
+    };
+  }
+
+  /** Keys are never overwritten nor given a new version: the name must be free (GET → 404) before a create. */
+  private async requireFreeName(vaultUrl: string, name: string): Promise<void> {
+    try {
+      await this.getKey(vaultUrl, name);
+    } catch (error) {
+      if (error instanceof VaultError && error.kind === "not-found") return;
+      throw error;
+    }
+    throw new VaultError("conflict", `key '${name}' already exists in ${vaultUrl}; keys are never overwritten nor given a new version: choose another name (CKA_LABEL)`, 409, "KeyExists");
+  }
+
+  private async refuseOnManagedHsm(vaultUrl: string, what: string): Promise<void> {
+    if ((await this.serviceKind(vaultUrl)) === "managed-hsm") {
+      throw new VaultError("bad-parameter", `Managed HSM stores no certificates (it has no secrets): ${what} cannot be kept in ${vaultUrl}`);
+    }
+  }
+
+  private toVaultKey(key: KeyVaultKey, vaultUrl: string, keySize?: number): VaultKey {
+    return toVaultKey(key, vaultUrl, this.knownKind(vaultUrl) === "managed-hsm", keySize);
   }
 
   /**
@@ -245,7 +482,7 @@ export class AzureVaultBackend implements VaultBackend {
    * only AZURE_KEYVAULT_PKCS11_DEBUG=sdk shows. Measured on the emulator: 0.43 -> 0.39 ms of CPU per signature.
    * The pipeline is the SDK's own `client.pipeline`, which KeyClient itself edits the same way.
    */
-  private trimmed<T extends KeyClient | CertificateClient>(client: T): T {
+  private trimmed<T extends KeyClient | CertificateClient | SecretClient>(client: T): T {
     const pipeline = (client as unknown as { client?: { pipeline?: Pipeline } }).client?.pipeline;
     if (!pipeline) return client;
     pipeline.removePolicy({ name: tracingPolicyName });
@@ -260,7 +497,10 @@ export class AzureVaultBackend implements VaultBackend {
     return {
       agent: this.agents.get(this.caFilesByVault.get(vaultUrl) ?? this.config.caFiles, proxyFor(vaultUrl, this.env)) as KeyClientOptions["agent"],
       retryOptions: this.retry,
-      additionalPolicies: [{ policy: deadlineAwareRetryAfterPolicy, position: "perRetry" as const }],
+      additionalPolicies: [
+        { policy: deadlineAwareRetryAfterPolicy, position: "perRetry" as const },
+        { policy: this.challengePolicy(vaultUrl), position: "perRetry" as const },
+      ],
       disableChallengeResourceVerification: loopback,
       userAgentOptions: { userAgentPrefix: "azure-keyvault-pkcs11" },
     } satisfies KeyClientOptions;
@@ -283,14 +523,27 @@ export class AzureVaultBackend implements VaultBackend {
     return client;
   }
 
-  private async call<T>(operation: string, target: string, run: (abortSignal: AbortSignal) => Promise<T>): Promise<T> {
+  /**
+   * Runs one remote call under the deadline. `onResponse` is for listings: the SDK's pager replaces a refused
+   * page's service error ("... does not have keys list permission ...") with "Pagination failed with unexpected
+   * statusCode 403", so the last error body it saw is put back on the error.
+   */
+  private async call<T>(operation: string, target: string, run: (abortSignal: AbortSignal, onResponse: (response: unknown) => void) => Promise<T>): Promise<T> {
     const { signal: deadline, dispose } = startDeadline(this.config.timeoutMs);
     const started = isDebug() ? performance.now() : 0;
+    let serviceError: { code?: string; message?: string } | undefined;
+    const onResponse = (response: unknown): void => {
+      const body = (response as { body?: unknown; parsedBody?: unknown }).body ?? (response as { parsedBody?: unknown }).parsedBody;
+      const error = (body as { error?: { code?: unknown; message?: unknown } } | undefined)?.error;
+      if (error && typeof error.message === "string") serviceError = { code: typeof error.code === "string" ? error.code : undefined, message: error.message };
+    };
     try {
-      const result = await run(deadline);
+      const result = await run(deadline, onResponse);
       if (isDebug()) log.debug(`${operation} ${target}: ok in ${(performance.now() - started).toFixed(1)} ms`);
       return result;
     } catch (error) {
+      const rest = error as { statusCode?: unknown; details?: unknown } | null;
+      if (serviceError && rest && typeof rest === "object" && typeof rest.statusCode === "number" && rest.details === undefined) rest.details = { error: serviceError };
       const vaultError = toVaultError(error, { operation, target, deadline, timeoutMs: this.config.timeoutMs });
       if (isDebug()) {
         log.debug(`${operation} ${target}: ${vaultError.kind}${vaultError.statusCode ? ` ${vaultError.statusCode}` : ""} in ${(performance.now() - started).toFixed(1)} ms`);
@@ -302,7 +555,7 @@ export class AzureVaultBackend implements VaultBackend {
   }
 }
 
-function toVaultKey(key: KeyVaultKey, vaultUrl: string): VaultKey {
+function toVaultKey(key: KeyVaultKey, vaultUrl: string, managedHsm: boolean, keySize?: number): VaultKey {
   const jwk = key.key ?? {};
   const buffer = (bytes: Uint8Array | undefined): Buffer | undefined => (bytes && bytes.length > 0 ? Buffer.from(bytes) : undefined);
   const unsigned = (bytes: Uint8Array | undefined): Buffer | undefined => {
@@ -320,7 +573,7 @@ function toVaultKey(key: KeyVaultKey, vaultUrl: string): VaultKey {
     kty: String(key.keyType ?? jwk.kty ?? ""),
     keyOps: (key.keyOperations ?? jwk.keyOps ?? []).map(String),
     enabled: key.properties.enabled ?? true,
-    managedHsm: isManagedHsmHost(new URL(vaultUrl).hostname),
+    managedHsm,
     tags: { ...(key.properties.tags ?? {}) },
   };
   const n = unsigned(jwk.n);
@@ -334,7 +587,65 @@ function toVaultKey(key: KeyVaultKey, vaultUrl: string): VaultKey {
   if (y) vaultKey.y = y;
   if (key.properties.notBefore) vaultKey.notBefore = key.properties.notBefore;
   if (key.properties.expiresOn) vaultKey.expiresOn = key.properties.expiresOn;
+  if (vaultKey.kty.startsWith("oct")) {
+    const size = keySize ?? (jwk.k && jwk.k.length > 0 ? jwk.k.length * 8 : undefined);
+    if (size !== undefined) vaultKey.keySize = size;
+  }
   return vaultKey;
 }
 
-const notImplemented = (what: string): Promise<never> => Promise.reject(new VaultError("other", `${what} is not implemented yet`));
+/**
+ * The SDK's JsonWebKey drops `key_size`, which a vault may send for oct keys (Managed HSM does not): read it from
+ * the response body the SDK hands to onResponse.
+ */
+function rawKeySize(): { onResponse: (response: unknown) => void; keySize?: number } {
+  const holder: { onResponse: (response: unknown) => void; keySize?: number } = {
+    onResponse: (response) => {
+      const r = response as { parsedBody?: unknown; body?: unknown; bodyAsText?: string };
+      let body = r.parsedBody ?? r.body;
+      if (body === undefined && typeof r.bodyAsText === "string") {
+        try {
+          body = JSON.parse(r.bodyAsText);
+        } catch {
+          body = undefined;
+        }
+      }
+      const size = (body as { key?: { key_size?: unknown } } | undefined)?.key?.key_size;
+      if (typeof size === "number" && Number.isInteger(size) && size > 0) holder.keySize = size;
+    },
+  };
+  return holder;
+}
+
+/** The resource (or scope) a 401 challenge names, as a service kind; undefined for a challenge without one (CAE). */
+export function kindFromChallenge(header: string | undefined): ServiceKind | undefined {
+  if (!header) return undefined;
+  const match = /(?:^|[\s,])(?:resource|scope)="([^"]+)"/i.exec(header);
+  if (!match) return undefined;
+  let host: string;
+  try {
+    host = new URL(match[1]!).hostname.toLowerCase();
+  } catch {
+    return undefined;
+  }
+  // managedhsm.azure.net and the sovereign clouds' managedhsm.* hosts.
+  return host === "managedhsm.azure.net" || host.startsWith("managedhsm.") ? "managed-hsm" : "key-vault";
+}
+
+/** A create or import refused because the name is soft-deleted (409) becomes the same refusal as a taken name. */
+function takenName(error: unknown, name: string, vaultUrl: string): unknown {
+  if (error instanceof VaultError && error.kind === "conflict") {
+    return new VaultError(
+      "conflict",
+      `key '${name}' already exists in ${vaultUrl} as a deleted but recoverable key; it is never overwritten: recover it, or choose another name (CKA_LABEL). ${error.message}`,
+      error.statusCode,
+      error.code,
+    );
+  }
+  return error;
+}
+
+const isGcm = (algorithm: AesAlgorithm): algorithm is "A128GCM" | "A192GCM" | "A256GCM" => algorithm.endsWith("GCM");
+
+const bytes = (value: Uint8Array): Buffer => Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+

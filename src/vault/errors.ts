@@ -101,6 +101,8 @@ function kindForStatus(status: number): VaultErrorKind {
       return "forbidden";
     case 404:
       return "not-found";
+    case 409:
+      return "conflict";
     case 408:
     case 504:
       return "timeout";

@@ -96,6 +96,8 @@ for (const [args, pattern] of [
   [["--port", "abc"], /not a whole number/],
   [["--throttle-rate", "2"], /between 0 and 1/],
   [["--bogus"], /Unknown option/],
+  [["--managed-hsm", "--keys", "k:RSA:2048"], /not supported by Managed HSM/],
+  [["--deny", "keys/create,keys/frobnicate"], /unknown permission\(s\) 'keys\/frobnicate'/],
 ] as Array<[string[], RegExp]>) {
   test(`refuses ${args.join(" ")} with a clear message and no READY line`, async (t) => {
     const exit = await runCli(args).exit;
@@ -104,3 +106,19 @@ for (const [args, pattern] of [
     t.regex(exit.stderr, pattern);
   });
 }
+
+test("--managed-hsm challenges for https://managedhsm.azure.net; --deny refuses the permissions it names", async (t) => {
+  const run = runCli(["--managed-hsm", "--keys", "aes:oct-HSM:256", "--deny", "keys/get,keys/list"]);
+  const ready = JSON.parse((await run.ready).line.slice("READY ".length));
+  const ca = readFileSync(ready.caFile, "utf8");
+  const anonymous = await raw(`${ready.url}/keys/aes?api-version=2025-07-01`, { ca });
+  t.regex(String(anonymous.headers["www-authenticate"]), /resource="https:\/\/managedhsm\.azure\.net"$/);
+  const token = await managedIdentityToken(ready, "https://managedhsm.azure.net");
+  const denied = await raw(`${ready.url}/keys/aes?api-version=2025-07-01`, { ca, headers: { authorization: `Bearer ${token}` } });
+  t.is(denied.status, 403);
+  t.is(denied.json.error.innererror.code, "ForbiddenByPolicy");
+  const rng = await raw(`${ready.url}/rng?api-version=2025-07-01`, { ca, method: "POST", headers: { authorization: `Bearer ${token}` }, body: { count: 4 } });
+  t.is(rng.status, 200);
+  run.kill("SIGTERM");
+  t.is((await run.exit).code, 0);
+});

@@ -100,3 +100,15 @@ test("an EC key refuses decrypt (403, not in its key_ops), and getRandomBytes re
     t.is(bad.status, 400, String(count));
   }
 });
+
+test("the Key Vault personality refuses the Managed HSM algorithms (AES-GCM/CBC, CKM_AES_KEY_WRAP[_PAD]) with 400", async (t) => {
+  const token = await managedIdentityToken(emulator);
+  const post = (op: string, body: object) =>
+    raw(`${emulator.url}/keys/aes256//${op}?api-version=2025-07-01`, { ca: emulator.caPem, method: "POST", headers: { authorization: `Bearer ${token}` }, body });
+  for (const alg of ["A256GCM", "A256CBC", "A256CBCPAD"]) {
+    const res = await post("encrypt", { alg, value: randomBytes(16).toString("base64url"), iv: randomBytes(16).toString("base64url") });
+    t.is(res.status, 400, alg);
+    t.is(res.json.error.code, "BadParameter");
+  }
+  for (const alg of ["CKM_AES_KEY_WRAP", "CKM_AES_KEY_WRAP_PAD"]) t.is((await post("wrapkey", { alg, value: randomBytes(32).toString("base64url") })).status, 400, alg);
+});

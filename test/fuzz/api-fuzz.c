@@ -33,6 +33,9 @@
 #ifndef CKR_OPERATION_CANCEL_FAILED
 #define CKR_OPERATION_CANCEL_FAILED 0x202UL /* 3.0 */
 #endif
+#ifndef CKR_AEAD_DECRYPT_FAILED
+#define CKR_AEAD_DECRYPT_FAILED 0x35UL /* 3.0 */
+#endif
 
 /* ---- randomness ------------------------------------------------------------------------------------------ */
 
@@ -100,7 +103,7 @@ static void on_alarm(int sig) {
 /* Every CKR value PKCS#11 3.0 defines. */
 static const CK_RV defined_rvs[] = {
     0x0,   0x1,   0x2,   0x3,   0x5,   0x6,   0x7,   0x8,   0x9,   0xa,   0x10,  0x11,  0x12,  0x13,  0x1b,
-    0x20,  0x21,  0x30,  0x31,  0x32,  0x40,  0x41,  0x50,  0x51,  0x54,  0x60,  0x62,  0x63,  0x64,  0x65,
+    0x20,  0x21,  0x30,  0x31,  0x32,  0x35,  0x40,  0x41,  0x50,  0x51,  0x54,  0x60,  0x62,  0x63,  0x64,  0x65,
     0x66,  0x67,  0x68,  0x69,  0x6a,  0x70,  0x71,  0x82,  0x90,  0x91,  0xa0,  0xa1,  0xa2,  0xa3,  0xa4,
     0xb0,  0xb1,  0xb3,  0xb4,  0xb5,  0xb6,  0xb7,  0xb8,  0xc0,  0xc1,  0xd0,  0xd1,  0xe0,  0xe1,  0xe2,
     0xf0,  0xf1,  0xf2,  0x100, 0x101, 0x102, 0x103, 0x104, 0x105, 0x110, 0x112, 0x113, 0x114, 0x115, 0x120,
@@ -453,7 +456,7 @@ static void check_rv(CK_RV rv, const struct expect *e) {
  * accepted deviations: the test names each one with its reason. */
 static const struct {
   const char *name;
-  CK_RV rvs[16];
+  CK_RV rvs[24];
 } spec_rvs[] = {
     {"C_GetInfo", {0}},
     {"C_GetSlotList", {CKR_BUFFER_TOO_SMALL}},
@@ -513,6 +516,27 @@ static const struct {
     {"C_SeedRandom", {CKR_OPERATION_ACTIVE, CKR_RANDOM_SEED_NOT_SUPPORTED, CKR_RANDOM_NO_RNG, CKR_USER_NOT_LOGGED_IN}},
     {"C_GenerateRandom", {CKR_OPERATION_ACTIVE, CKR_RANDOM_NO_RNG, CKR_USER_NOT_LOGGED_IN}},
     {"C_SessionCancel", {CKR_OPERATION_CANCEL_FAILED}},
+    /* v2.40 section 5.14. */
+#define GENERATE_RVS                                                                                              \
+  CKR_ATTRIBUTE_READ_ONLY, CKR_ATTRIBUTE_TYPE_INVALID, CKR_ATTRIBUTE_VALUE_INVALID, CKR_CURVE_NOT_SUPPORTED,        \
+      CKR_MECHANISM_INVALID, CKR_MECHANISM_PARAM_INVALID, CKR_OPERATION_ACTIVE, CKR_PIN_EXPIRED, CKR_SESSION_READ_ONLY, \
+      CKR_TEMPLATE_INCOMPLETE, CKR_TEMPLATE_INCONSISTENT, CKR_TOKEN_WRITE_PROTECTED, CKR_USER_NOT_LOGGED_IN
+    {"C_GenerateKey", {GENERATE_RVS}},
+    {"C_GenerateKeyPair", {GENERATE_RVS, CKR_DOMAIN_PARAMS_INVALID}},
+    {"C_WrapKey", {CKR_BUFFER_TOO_SMALL, CKR_KEY_HANDLE_INVALID, CKR_KEY_NOT_WRAPPABLE, CKR_KEY_SIZE_RANGE, CKR_KEY_UNEXTRACTABLE,
+                   CKR_MECHANISM_INVALID, CKR_MECHANISM_PARAM_INVALID, CKR_OPERATION_ACTIVE, CKR_PIN_EXPIRED, CKR_USER_NOT_LOGGED_IN,
+                   CKR_WRAPPING_KEY_HANDLE_INVALID, CKR_WRAPPING_KEY_SIZE_RANGE, CKR_WRAPPING_KEY_TYPE_INCONSISTENT}},
+    {"C_UnwrapKey", {GENERATE_RVS, CKR_BUFFER_TOO_SMALL, CKR_DOMAIN_PARAMS_INVALID, CKR_UNWRAPPING_KEY_HANDLE_INVALID,
+                     CKR_UNWRAPPING_KEY_SIZE_RANGE, CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT, CKR_WRAPPED_KEY_INVALID,
+                     CKR_WRAPPED_KEY_LEN_RANGE}},
+    /* v3.0 section 5.13 (single-part message encryption). */
+    {"C_MessageEncryptInit", INIT_RVS},
+    {"C_MessageDecryptInit", INIT_RVS},
+    {"C_EncryptMessage", {CKR_BUFFER_TOO_SMALL, CKR_DATA_INVALID, CKR_DATA_LEN_RANGE, CKR_OPERATION_NOT_INITIALIZED}},
+    {"C_DecryptMessage", {CKR_AEAD_DECRYPT_FAILED, CKR_BUFFER_TOO_SMALL, CKR_ENCRYPTED_DATA_INVALID, CKR_ENCRYPTED_DATA_LEN_RANGE,
+                          CKR_OPERATION_NOT_INITIALIZED, CKR_USER_NOT_LOGGED_IN}},
+    {"C_MessageEncryptFinal", {CKR_OPERATION_NOT_INITIALIZED}},
+    {"C_MessageDecryptFinal", {CKR_OPERATION_NOT_INITIALIZED}},
 };
 
 #define MAX_DEVIATIONS 32
@@ -534,7 +558,7 @@ static int spec_allows(CK_RV rv, const struct expect *e) {
   if (e->has_session && (rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED)) return 1;
   for (size_t i = 0; i < sizeof spec_rvs / sizeof spec_rvs[0]; i++) {
     if (strcmp(spec_rvs[i].name, current_function) != 0) continue;
-    for (int j = 0; j < 16 && spec_rvs[i].rvs[j] != 0; j++) {
+    for (int j = 0; j < 24 && spec_rvs[i].rvs[j] != 0; j++) {
       if (spec_rvs[i].rvs[j] == rv) return 1;
     }
     break;
@@ -768,7 +792,8 @@ static const CK_MECHANISM_TYPE mechanism_types[] = {
     CKM_SHA512_RSA_PKCS, CKM_SHA1_RSA_PKCS,   CKM_SHA256_RSA_PKCS_PSS, CKM_SHA384_RSA_PKCS_PSS, CKM_SHA512_RSA_PKCS_PSS,
     CKM_ECDSA,           CKM_ECDSA_SHA1,      CKM_ECDSA_SHA256,        CKM_ECDSA_SHA384,        CKM_ECDSA_SHA512,
     CKM_SHA256,          CKM_SHA384,          CKM_SHA512,              CKM_SHA_1,               CKM_SHA224,
-    CKM_AES_CBC,         CKM_RSA_X_509,       CKM_VENDOR_DEFINED,      0x7fffffffUL,
+    CKM_AES_CBC,         CKM_RSA_X_509,       CKM_VENDOR_DEFINED,      0x7fffffffUL,            CKM_AES_GCM,
+    CKM_AES_KEY_WRAP,    CKM_AES_KEY_GEN,     CKM_EC_KEY_PAIR_GEN,     CKM_RSA_PKCS_KEY_PAIR_GEN,
 };
 static const CK_ULONG hash_types[] = {CKM_SHA256, CKM_SHA384, CKM_SHA512, CKM_SHA_1, CKM_SHA224, CKM_MD5, 0, (CK_ULONG)-1};
 static const CK_ULONG mgf_types[] = {CKG_MGF1_SHA256, CKG_MGF1_SHA384, CKG_MGF1_SHA512, CKG_MGF1_SHA1, CKG_MGF1_SHA224, 0, 99, (CK_ULONG)-1};
@@ -778,6 +803,7 @@ struct mechanism {
   CK_MECHANISM_PTR ptr;
   uint8_t *param;
   uint8_t *source;
+  uint8_t *iv;
 };
 
 /* Mechanisms with parameters the module accepts, so that some operations get past Init. */
@@ -823,9 +849,9 @@ static void mechanism_new(struct mechanism *mech) {
   }
   /* A parameter of the right size for PSS or OAEP, or a size off by a little or a lot; always backed. */
   static const long deltas[] = {0, 0, 0, 0, -1, 1, -8, 8};
-  size_t base = chance(50) ? sizeof(CK_RSA_PKCS_PSS_PARAMS) : sizeof(CK_RSA_PKCS_OAEP_PARAMS);
+  size_t base = chance(50) ? sizeof(CK_RSA_PKCS_PSS_PARAMS) : chance(70) ? sizeof(CK_RSA_PKCS_OAEP_PARAMS) : sizeof(CK_GCM_PARAMS);
   size_t len = r < 90 ? (size_t)((long)base + PICK(deltas)) : below(300);
-  size_t room = len > sizeof(CK_RSA_PKCS_OAEP_PARAMS) ? len : sizeof(CK_RSA_PKCS_OAEP_PARAMS);
+  size_t room = len > sizeof(CK_GCM_PARAMS) ? len : sizeof(CK_GCM_PARAMS);
   mech->param = malloc(room);
   random_bytes(mech->param, room);
   /* An OAEP-sized parameter holds a pointer the shim follows: never a random one (the caller's bug, not the module's). */
@@ -844,6 +870,23 @@ static void mechanism_new(struct mechanism *mech) {
     }
     if (base == sizeof oaep) memcpy(mech->param, &oaep, sizeof oaep);
   }
+  /* So does a GCM-sized parameter of CKM_AES_GCM: real buffers, or NULL with a length (malformed, never read). */
+  if (mech->m.mechanism == CKM_AES_GCM && len == sizeof(CK_GCM_PARAMS)) {
+    CK_GCM_PARAMS gcm = {NULL, chance(80) ? 12 : below(80), 0, NULL, below(40), chance(70) ? 128 : below(200)};
+    gcm.ulIvBits = chance(90) ? gcm.ulIvLen * 8 : below(1000);
+    if (chance(95)) {
+      mech->iv = malloc(gcm.ulIvLen + 1);
+      random_bytes(mech->iv, gcm.ulIvLen);
+      gcm.pIv = mech->iv;
+    }
+    if (chance(90)) {
+      free(mech->source);
+      mech->source = malloc(gcm.ulAADLen + 1);
+      random_bytes(mech->source, gcm.ulAADLen);
+      gcm.pAAD = mech->source;
+    }
+    memcpy(mech->param, &gcm, sizeof gcm);
+  }
   mech->m.pParameter = mech->param;
   mech->m.ulParameterLen = len;
 }
@@ -851,6 +894,7 @@ static void mechanism_new(struct mechanism *mech) {
 static void mechanism_free(struct mechanism *mech) {
   free(mech->param);
   free(mech->source);
+  free(mech->iv);
 }
 
 /* ---- the calls ------------------------------------------------------------------------------------------- */
@@ -1438,8 +1482,8 @@ static void call_init(void) {
       {"C_DigestInit", NULL, S_OFFERED},
       {"C_SignRecoverInit", t->C_SignRecoverInit, S_UNOFFERED},
       {"C_VerifyRecoverInit", t->C_VerifyRecoverInit, S_UNOFFERED},
-      {"C_MessageEncryptInit", f3->C_MessageEncryptInit, S_UNOFFERED},
-      {"C_MessageDecryptInit", f3->C_MessageDecryptInit, S_UNOFFERED},
+      {"C_MessageEncryptInit", f3->C_MessageEncryptInit, S_OFFERED},
+      {"C_MessageDecryptInit", f3->C_MessageDecryptInit, S_OFFERED},
       {"C_MessageSignInit", f3->C_MessageSignInit, S_UNOFFERED},
       {"C_MessageVerifyInit", f3->C_MessageVerifyInit, S_UNOFFERED},
   };
@@ -1647,8 +1691,8 @@ static void call_misc(void) {
   struct input a, b;
   input_new(&a);
   input_new(&b);
-  unsigned r = (unsigned)below(16);
-  CK_OBJECT_HANDLE out_handle = 0x4321, out_handle2 = 0x4321;
+  unsigned r = (unsigned)below(12);
+  CK_OBJECT_HANDLE out_handle = 0x4321;
   struct mechanism m;
   mechanism_new(&m);
   struct template tpl;
@@ -1683,26 +1727,10 @@ static void call_misc(void) {
       check_rv(t->C_SetOperationState(h, a.p, a.len, pick_object(), pick_object()), &e);
       break;
     case 6:
-      BEGIN("C_GenerateKey");
-      check_rv(t->C_GenerateKey(h, m.ptr, tpl.ptr, tpl.count, &out_handle), &e);
-      break;
-    case 7:
-      BEGIN("C_GenerateKeyPair");
-      check_rv(t->C_GenerateKeyPair(h, m.ptr, tpl.ptr, tpl.count, tpl.ptr, tpl.count, &out_handle, &out_handle2), &e);
-      break;
-    case 8:
-      BEGIN("C_WrapKey");
-      check_rv(t->C_WrapKey(h, m.ptr, pick_object(), pick_object(), a.p, &len), &e);
-      break;
-    case 9:
-      BEGIN("C_UnwrapKey");
-      check_rv(t->C_UnwrapKey(h, m.ptr, pick_object(), a.p, a.len, tpl.ptr, tpl.count, &out_handle), &e);
-      break;
-    case 10:
       BEGIN("C_DeriveKey");
       check_rv(t->C_DeriveKey(h, m.ptr, pick_object(), tpl.ptr, tpl.count, &out_handle), &e);
       break;
-    case 11: {
+    case 7: {
       BEGIN("C_WaitForSlotEvent");
       CK_SLOT_ID slot = 0x99;
       /* Only with CKF_DONT_BLOCK: a blocking wait is allowed to wait for ever. */
@@ -1710,7 +1738,7 @@ static void call_misc(void) {
       if (slot != 0x99) violation("*pSlot written");
       break;
     }
-    case 12: {
+    case 8: {
       BEGIN("C_SessionCancel");
       e.shape = S_OFFERED;
       static const CK_FLAGS cancel[] = {CKF_SIGN, CKF_VERIFY, CKF_ENCRYPT, CKF_DECRYPT, CKF_DIGEST, 0x40, 0};
@@ -1719,28 +1747,202 @@ static void call_misc(void) {
       check_rv(f3->C_SessionCancel(h, flags), &e);
       break;
     }
-    case 13:
+    case 9:
       BEGIN("C_SignMessage");
       check_rv(f3->C_SignMessage(h, m.m.pParameter, m.m.ulParameterLen, a.p, a.len, b.p, &len), &e);
       break;
-    case 14:
+    case 10:
       BEGIN("C_DecryptMessageNext");
       check_rv(f3->C_DecryptMessageNext(h, m.m.pParameter, m.m.ulParameterLen, a.p, a.len, b.p, &len, flags), &e);
       break;
     default: {
       BEGIN("C_MessageFinal");
-      CK_RV (*finals[])(CK_SESSION_HANDLE) = {f3->C_MessageEncryptFinal, f3->C_MessageDecryptFinal, f3->C_MessageSignFinal,
-                                               f3->C_MessageVerifyFinal};
+      CK_RV (*finals[])(CK_SESSION_HANDLE) = {f3->C_MessageSignFinal, f3->C_MessageVerifyFinal};
       check_rv(PICK(finals)(h), &e);
       break;
     }
   }
-  if (r != 12) note("%s(%lu kind=%d ...)", current_function, (unsigned long)h, session_kind);
-  if (out_handle != 0x4321 || out_handle2 != 0x4321 || len != 16) violation("an output written by a function the module does not offer");
+  if (r != 8) note("%s(%lu kind=%d ...)", current_function, (unsigned long)h, session_kind);
+  if (out_handle != 0x4321 || len != 16) violation("an output written by a function the module does not offer");
   template_free(&tpl);
   mechanism_free(&m);
   input_free(&a);
   input_free(&b);
+}
+
+/* C_GenerateKey, C_GenerateKeyPair, C_WrapKey and C_UnwrapKey (v2.40 section 5.14): handles are written only on
+ * CKR_OK, wrapped keys follow the OUT rules. */
+static void call_keys(void) {
+  CK_FUNCTION_LIST *t = v2();
+  struct expect e = {.shape = S_OFFERED, .has_session = 1};
+  CK_SESSION_HANDLE h = pick_session();
+  struct mechanism m;
+  mechanism_new(&m);
+  struct template pub, priv;
+  template_new(&pub, 0);
+  template_new(&priv, 0);
+  CK_OBJECT_HANDLE first = 0x4321, second = 0x4321;
+  int null_first = chance(5), null_second = chance(5);
+  CK_RV rv;
+  unsigned r = (unsigned)below(4);
+  if (r == 0) {
+    BEGIN("C_GenerateKey");
+    e.bad_args = m.ptr == NULL || pub.bad || null_first;
+    note("C_GenerateKey(%lu kind=%d mech=0x%lx count=%lu bad=%d)", (unsigned long)h, session_kind, (unsigned long)m.m.mechanism,
+         (unsigned long)pub.count, e.bad_args);
+    rv = t->C_GenerateKey(h, m.ptr, pub.ptr, pub.count, null_first ? NULL : &first);
+    check_rv(rv, &e);
+  } else if (r == 1) {
+    BEGIN("C_GenerateKeyPair");
+    e.bad_args = m.ptr == NULL || pub.bad || priv.bad || null_first || null_second;
+    note("C_GenerateKeyPair(%lu kind=%d mech=0x%lx counts=%lu,%lu bad=%d)", (unsigned long)h, session_kind, (unsigned long)m.m.mechanism,
+         (unsigned long)pub.count, (unsigned long)priv.count, e.bad_args);
+    rv = t->C_GenerateKeyPair(h, m.ptr, pub.ptr, pub.count, priv.ptr, priv.count, null_first ? NULL : &first, null_second ? NULL : &second);
+    check_rv(rv, &e);
+    if (rv == CKR_OK && (first == 0x4321 || second == 0x4321)) violation("CKR_OK without both handles");
+  } else if (r == 2) {
+    BEGIN("C_WrapKey");
+    struct output out;
+    output_new(&out);
+    e.has_output = 1;
+    e.bad_args = m.ptr == NULL || out.null_len;
+    CK_OBJECT_HANDLE wrapping = pick_object(), key = pick_object();
+    note("C_WrapKey(%lu kind=%d mech=0x%lx wrapping=%lu key=%lu out=%s cap=%lu%s)", (unsigned long)h, session_kind,
+         (unsigned long)m.m.mechanism, (unsigned long)wrapping, (unsigned long)key, out.present ? "buf" : "NULL", (unsigned long)out.capacity,
+         out.null_len ? " pulLen=NULL" : "");
+    rv = t->C_WrapKey(h, m.ptr, wrapping, key, out_ptr(&out), out_len(&out));
+    check_rv(rv, &e);
+    output_check(&out, rv, "C_WrapKey");
+    output_free(&out);
+  } else {
+    BEGIN("C_UnwrapKey");
+    struct input wrapped;
+    input_new(&wrapped);
+    e.bad_args = m.ptr == NULL || wrapped.bad || pub.bad || null_first;
+    e.request_bytes = wrapped.len;
+    CK_OBJECT_HANDLE unwrapping = pick_object();
+    note("C_UnwrapKey(%lu kind=%d mech=0x%lx unwrapping=%lu wrapped=%lu%s count=%lu)", (unsigned long)h, session_kind,
+         (unsigned long)m.m.mechanism, (unsigned long)unwrapping, (unsigned long)wrapped.len, wrapped.bad ? " NULL" : "", (unsigned long)pub.count);
+    rv = t->C_UnwrapKey(h, m.ptr, unwrapping, wrapped.p, wrapped.len, pub.ptr, pub.count, null_first ? NULL : &first);
+    check_rv(rv, &e);
+    input_free(&wrapped);
+  }
+  if (rv != CKR_OK && (first != 0x4321 || second != 0x4321)) violation("a new object handle written with rv 0x%lx", (unsigned long)rv);
+  template_free(&pub);
+  template_free(&priv);
+  mechanism_free(&m);
+}
+
+/* The pParameter of C_EncryptMessage / C_DecryptMessage: a CK_GCM_MESSAGE_PARAMS with guarded IV and tag buffers
+ * (sometimes with a NULL pointer or a tag length the shim must pass on as malformed), nothing, or bytes of another
+ * size, which the shim must never read as the struct. */
+struct message_parameter {
+  CK_GCM_MESSAGE_PARAMS gcm, copy;
+  void *ptr;
+  CK_ULONG len;
+  struct guarded iv, tag;
+  int has_iv, has_tag;
+  uint8_t *raw;
+};
+
+static void message_parameter_new(struct message_parameter *p) {
+  memset(p, 0, sizeof *p);
+  unsigned r = (unsigned)below(100);
+  if (r < 10) return;
+  if (r < 15) { /* NULL with a length */
+    p->len = chance(50) ? sizeof p->gcm : (CK_ULONG)next64();
+    return;
+  }
+  if (r < 25) {
+    size_t n = below(100);
+    if (n == sizeof p->gcm) n++;
+    p->raw = malloc(n + 1);
+    random_bytes(p->raw, n);
+    p->ptr = p->raw;
+    p->len = n;
+    return;
+  }
+  static const CK_ULONG iv_lens[] = {12, 12, 12, 0, 1, 16, 60, 128};
+  static const CK_ULONG tag_bits[] = {128, 128, 128, 96, 104, 112, 120, 64, 32, 0, 100, 7, 129};
+  p->gcm.ulIvLen = PICK(iv_lens);
+  p->gcm.ulTagBits = PICK(tag_bits);
+  p->gcm.ulIvFixedBits = chance(80) ? 0 : below(200);
+  p->gcm.ivGenerator = chance(90) ? below(4) : next64();
+  if (chance(95)) {
+    guarded_new(&p->iv, p->gcm.ulIvLen);
+    p->has_iv = 1;
+    p->gcm.pIv = body(&p->iv);
+  }
+  if (chance(95)) {
+    guarded_new(&p->tag, p->gcm.ulTagBits / 8 + (p->gcm.ulTagBits % 8 != 0));
+    p->has_tag = 1;
+    p->gcm.pTag = body(&p->tag);
+  }
+  p->copy = p->gcm;
+  p->ptr = &p->gcm;
+  p->len = sizeof p->gcm;
+}
+
+/* The IV and tag may be written only by C_EncryptMessage on CKR_OK with output; the struct itself never. */
+static void message_parameter_free(struct message_parameter *p, int may_write) {
+  if (p->ptr == &p->gcm && memcmp(&p->gcm, &p->copy, sizeof p->gcm) != 0) violation("the module changed the CK_GCM_MESSAGE_PARAMS");
+  if (p->has_iv) guarded_check(&p->iv, may_write ? p->iv.cap : 0, "pIv");
+  if (p->has_tag) guarded_check(&p->tag, may_write ? p->tag.cap : 0, "pTag");
+  if (p->has_iv) guarded_free(&p->iv);
+  if (p->has_tag) guarded_free(&p->tag);
+  free(p->raw);
+}
+
+/* The v3.0 single-part message API (section 5.13): Init, EncryptMessage / DecryptMessage, Final. */
+static void call_message(void) {
+  struct expect e = {.shape = S_OFFERED, .has_session = 1};
+  CK_SESSION_HANDLE h = pick_session();
+  unsigned r = (unsigned)below(6);
+  int encrypt = r % 2 == 0;
+  if (r < 2) {
+    BEGIN(encrypt ? "C_MessageEncryptInit" : "C_MessageDecryptInit");
+    struct mechanism m;
+    mechanism_new(&m);
+    if (chance(50)) {
+      mechanism_free(&m);
+      memset(&m, 0, sizeof m);
+      m.m.mechanism = CKM_AES_GCM;
+      m.ptr = &m.m;
+    }
+    e.bad_args = m.ptr == NULL;
+    CK_OBJECT_HANDLE key = pick_object();
+    note("%s(%lu kind=%d mech=%s0x%lx key=%lu)", current_function, (unsigned long)h, session_kind, m.ptr ? "" : "NULL ",
+         (unsigned long)m.m.mechanism, (unsigned long)key);
+    check_rv((encrypt ? f3->C_MessageEncryptInit : f3->C_MessageDecryptInit)(h, m.ptr, key), &e);
+    mechanism_free(&m);
+  } else if (r < 4) {
+    BEGIN(encrypt ? "C_EncryptMessage" : "C_DecryptMessage");
+    struct message_parameter p;
+    message_parameter_new(&p);
+    struct input aad, data;
+    input_new(&aad);
+    input_new(&data);
+    struct output out;
+    output_new(&out);
+    e.has_output = 1;
+    e.bad_args = aad.bad || data.bad || out.null_len;
+    e.request_bytes = aad.len + data.len;
+    note("%s(%lu kind=%d param=%lu%s aad=%lu%s data=%lu%s out=%s cap=%lu%s)", current_function, (unsigned long)h, session_kind,
+         (unsigned long)p.len, p.ptr ? "" : " (NULL)", (unsigned long)aad.len, aad.bad ? " NULL" : "", (unsigned long)data.len,
+         data.bad ? " NULL" : "", out.present ? "buf" : "NULL", (unsigned long)out.capacity, out.null_len ? " pulLen=NULL" : "");
+    CK_RV rv = (encrypt ? f3->C_EncryptMessage : f3->C_DecryptMessage)(h, p.ptr, p.len, aad.p, aad.len, data.p, data.len,
+                                                                       out_ptr(&out), out_len(&out));
+    check_rv(rv, &e);
+    output_check(&out, rv, current_function);
+    message_parameter_free(&p, encrypt && rv == CKR_OK && out.present);
+    output_free(&out);
+    input_free(&data);
+    input_free(&aad);
+  } else {
+    BEGIN(encrypt ? "C_MessageEncryptFinal" : "C_MessageDecryptFinal");
+    note("%s(%lu kind=%d)", current_function, (unsigned long)h, session_kind);
+    check_rv((encrypt ? f3->C_MessageEncryptFinal : f3->C_MessageDecryptFinal)(h), &e);
+  }
 }
 
 /* ---- main ------------------------------------------------------------------------------------------------ */
@@ -1852,8 +2054,12 @@ int main(int argc, char **argv) {
       call_in_out(-1, 0);
     } else if (r < 880) {
       call_final();
-    } else if (r < 950) {
+    } else if (r < 940) {
       call_in();
+    } else if (r < 960) {
+      call_keys();
+    } else if (r < 980) {
+      call_message();
     } else {
       call_misc();
     }

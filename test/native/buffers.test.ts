@@ -70,6 +70,10 @@ test("length queries, CKR_BUFFER_TOO_SMALL and NULL-pointer checks follow the pr
   t.is(v.get("sign.garbage"), rv.DEVICE_ERROR);
   t.regex(run.stderr, /AZURE_KEYVAULT: C_Sign: protocol error/);
   t.is(v.get("sign.afterGarbage"), rv.OK);
+  // A well-formed OUT with a byte after it: CKR_DEVICE_ERROR, and neither the length nor the data written.
+  t.is(v.get("sign.trailing"), rv.DEVICE_ERROR);
+  t.is(v.get("sign.trailing.len"), "64");
+  t.is(v.get("sign.trailing.untouched"), "1");
 
   t.is(v.get("random"), rv.OK);
   t.is(v.get("random.last"), "0xab");

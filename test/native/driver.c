@@ -196,6 +196,12 @@ static void scenario_basic(void) {
   len = sizeof out;
   PRINT_RV("sign.garbage", sign("garbage", out, &len));
   PRINT_RV("sign.afterGarbage", sign("still fine", out, &len));
+  /* A well-formed OUT followed by a stray byte: nothing may be written, not even the length. */
+  memset(out, 0, sizeof out);
+  len = sizeof out;
+  PRINT_RV("sign.trailing", sign("trailing", out, &len));
+  printf("sign.trailing.len %lu\n", len);
+  printf("sign.trailing.untouched %d\n", out[0] == 0);
 
   CK_BYTE random[32] = {0};
   PRINT_RV("random", f->C_GenerateRandom(1, random, sizeof random));
@@ -259,6 +265,234 @@ static void scenario_interfaces(void) {
   printf("table3.GetInterface %d\n", table3[69] == (void *)get);
   printf("table3.LoginUser %d\n", table3[70] == dlsym(module, "C_LoginUser"));
   printf("table3.MessageVerifyFinal %d\n", table3[91] == dlsym(module, "C_MessageVerifyFinal"));
+}
+
+static void print_hex(const char *key, const CK_BYTE *p, size_t n) {
+  printf("%s ", key);
+  for (size_t i = 0; i < n; i++) printf("%02x", p[i]);
+  printf("%s\n", n == 0 ? "-" : "");
+}
+
+/* The part of the fake helper's report that records what the shim sent ("seen"). */
+static void print_seen(const char *key) {
+  char *report = helper_report();
+  const char *seen = report != NULL ? strstr(report, "\"seen\":") : NULL;
+  printf("%s %s\n", key, seen != NULL ? seen + 7 : "null");
+  free(report);
+}
+
+static void scenario_keys(void) {
+  PRINT_RV("init", f->C_Initialize(NULL));
+  CK_ULONG value_len = 32;
+  CK_BBOOL yes = CK_TRUE;
+  CK_ATTRIBUTE secret[2] = {{CKA_LABEL, "k1", 2}, {CKA_VALUE_LEN, &value_len, sizeof value_len}};
+  CK_MECHANISM aes_gen = {CKM_AES_KEY_GEN, NULL, 0}, invalid = {0x7001, NULL, 0}, truncated = {0x7002, NULL, 0};
+  CK_OBJECT_HANDLE key = 0x4321, pub = 0x4321, priv = 0x4321;
+
+  PRINT_RV("gk.ok", f->C_GenerateKey(1, &aes_gen, secret, 2, &key));
+  printf("gk.ok.handle 0x%lx\n", key);
+  print_seen("gk.seen");
+  key = 0x4321;
+  PRINT_RV("gk.error", f->C_GenerateKey(1, &invalid, secret, 2, &key));
+  printf("gk.error.handle 0x%lx\n", key);
+  PRINT_RV("gk.malformed", f->C_GenerateKey(1, &truncated, secret, 2, &key));
+  printf("gk.malformed.handle 0x%lx\n", key);
+  PRINT_RV("gk.nullHandle", f->C_GenerateKey(1, &aes_gen, secret, 2, NULL));
+  PRINT_RV("gk.nullMech", f->C_GenerateKey(1, NULL, secret, 2, &key));
+  PRINT_RV("gk.nullTemplate", f->C_GenerateKey(1, &aes_gen, NULL, 2, &key));
+
+  CK_MECHANISM ec_gen = {CKM_EC_KEY_PAIR_GEN, NULL, 0};
+  CK_BYTE p256[] = {0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07};
+  CK_ATTRIBUTE pub_tpl[1] = {{CKA_EC_PARAMS, p256, sizeof p256}};
+  CK_ATTRIBUTE priv_tpl[2] = {{CKA_LABEL, "pair", 4}, {CKA_SIGN, &yes, sizeof yes}};
+  PRINT_RV("gkp.ok", f->C_GenerateKeyPair(1, &ec_gen, pub_tpl, 1, priv_tpl, 2, &pub, &priv));
+  printf("gkp.ok.handles 0x%lx,0x%lx\n", pub, priv);
+  print_seen("gkp.seen");
+  pub = priv = 0x4321;
+  PRINT_RV("gkp.error", f->C_GenerateKeyPair(1, &invalid, pub_tpl, 1, priv_tpl, 2, &pub, &priv));
+  printf("gkp.error.handles 0x%lx,0x%lx\n", pub, priv);
+  PRINT_RV("gkp.malformed", f->C_GenerateKeyPair(1, &truncated, pub_tpl, 1, priv_tpl, 2, &pub, &priv));
+  printf("gkp.malformed.handles 0x%lx,0x%lx\n", pub, priv);
+  PRINT_RV("gkp.nullPublic", f->C_GenerateKeyPair(1, &ec_gen, pub_tpl, 1, priv_tpl, 2, NULL, &priv));
+  PRINT_RV("gkp.nullPrivate", f->C_GenerateKeyPair(1, &ec_gen, pub_tpl, 1, priv_tpl, 2, &pub, NULL));
+  PRINT_RV("gkp.nullTemplate", f->C_GenerateKeyPair(1, &ec_gen, pub_tpl, 1, NULL, 1, &pub, &priv));
+
+  /* C_WrapKey follows the OUT rules: 40 bytes counting up from the key handle. */
+  CK_BYTE iv8[8] = {0xa6, 0xa6, 0xa6, 0xa6, 0xa6, 0xa6, 0xa6, 0xa6};
+  CK_MECHANISM kw = {CKM_AES_KEY_WRAP, iv8, sizeof iv8};
+  CK_BYTE wrapped[64] = {0};
+  CK_ULONG len = 0;
+  PRINT_RV("wrap.query", f->C_WrapKey(1, &kw, 7, 9, NULL, &len));
+  printf("wrap.query.len %lu\n", len);
+  print_seen("wrap.seen");
+  len = 8;
+  PRINT_RV("wrap.small", f->C_WrapKey(1, &kw, 7, 9, wrapped, &len));
+  printf("wrap.small.len %lu\n", len);
+  printf("wrap.small.untouched %d\n", wrapped[0] == 0);
+  len = sizeof wrapped;
+  PRINT_RV("wrap.full", f->C_WrapKey(1, &kw, 7, 9, wrapped, &len));
+  print_hex("wrap.full.value", wrapped, len);
+  memset(wrapped, 0, sizeof wrapped);
+  len = sizeof wrapped;
+  PRINT_RV("wrap.malformed", f->C_WrapKey(1, &kw, 7, 666, wrapped, &len));
+  printf("wrap.malformed.len %lu\n", len);
+  printf("wrap.malformed.untouched %d\n", wrapped[0] == 0 && wrapped[39] == 0);
+  PRINT_RV("wrap.nullLen", f->C_WrapKey(1, &kw, 7, 9, wrapped, NULL));
+  PRINT_RV("wrap.nullMech", f->C_WrapKey(1, NULL, 7, 9, wrapped, &len));
+
+  CK_BYTE blob[24];
+  memset(blob, 0x33, sizeof blob);
+  key = 0x4321;
+  PRINT_RV("unwrap.ok", f->C_UnwrapKey(1, &kw, 7, blob, sizeof blob, secret, 1, &key));
+  printf("unwrap.ok.handle 0x%lx\n", key);
+  print_seen("unwrap.seen");
+  key = 0x4321;
+  PRINT_RV("unwrap.error", f->C_UnwrapKey(1, &invalid, 7, blob, sizeof blob, secret, 1, &key));
+  printf("unwrap.error.handle 0x%lx\n", key);
+  PRINT_RV("unwrap.garbage", f->C_UnwrapKey(1, &kw, 7, (CK_BYTE_PTR) "garbage", 7, secret, 1, &key));
+  printf("unwrap.garbage.handle 0x%lx\n", key);
+  PRINT_RV("unwrap.nullHandle", f->C_UnwrapKey(1, &kw, 7, blob, sizeof blob, secret, 1, NULL));
+  PRINT_RV("unwrap.nullWrapped", f->C_UnwrapKey(1, &kw, 7, NULL, 24, secret, 1, &key));
+
+  /* Mechanism parameters: CK_GCM_PARAMS for CKM_AES_GCM (kind 4), raw bytes for the rest. */
+  CK_BYTE iv12[12] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11};
+  CK_GCM_PARAMS gcm = {iv12, sizeof iv12, 96, (CK_BYTE_PTR) "hdr", 3, 128};
+  CK_MECHANISM aes_gcm = {CKM_AES_GCM, &gcm, sizeof gcm};
+  PRINT_RV("gcm.init", f->C_EncryptInit(1, &aes_gcm, 5));
+  print_seen("gcm.seen");
+  aes_gcm.ulParameterLen = sizeof gcm - 1;
+  PRINT_RV("gcm.short", f->C_EncryptInit(1, &aes_gcm, 5));
+  print_seen("gcm.short.seen");
+  aes_gcm.ulParameterLen = sizeof gcm;
+  gcm.pAAD = NULL;
+  PRINT_RV("gcm.nullAad", f->C_EncryptInit(1, &aes_gcm, 5));
+  print_seen("gcm.nullAad.seen");
+  CK_MECHANISM aes_cbc = {CKM_AES_CBC_PAD, iv12, 12};
+  PRINT_RV("cbc.init", f->C_EncryptInit(1, &aes_cbc, 5));
+  print_seen("cbc.seen");
+  PRINT_RV("Finalize", f->C_Finalize(NULL));
+}
+
+/* CK_GCM_MESSAGE_PARAMS and the 3.0 message functions, as declared by the OASIS 3.0 header. */
+typedef struct {
+  CK_BYTE_PTR pIv;
+  CK_ULONG ulIvLen;
+  CK_ULONG ulIvFixedBits;
+  CK_ULONG ivGenerator;
+  CK_BYTE_PTR pTag;
+  CK_ULONG ulTagBits;
+} gcm_message_params_t;
+typedef CK_RV (*message_init_t)(CK_SESSION_HANDLE, CK_MECHANISM_PTR, CK_OBJECT_HANDLE);
+typedef CK_RV (*message_t)(CK_SESSION_HANDLE, CK_VOID_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG,
+                           CK_BYTE_PTR, CK_ULONG_PTR);
+typedef CK_RV (*message_final_t)(CK_SESSION_HANDLE);
+typedef CK_RV (*message_begin_t)(CK_SESSION_HANDLE, CK_VOID_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG);
+
+static CK_BYTE msg_iv[12], msg_tag[16], msg_out[64];
+static gcm_message_params_t msg_params;
+
+static void reset_message_buffers(void) {
+  for (int i = 0; i < 12; i++) msg_iv[i] = (CK_BYTE)(0x10 + i);
+  memset(msg_tag, 0, sizeof msg_tag);
+  memset(msg_out, 0, sizeof msg_out);
+  msg_params = (gcm_message_params_t){msg_iv, sizeof msg_iv, 0, 3 /* CKG_GENERATE_RANDOM */, msg_tag, 128};
+}
+
+/* Prints rv, *pulLen and whether the IV, tag and output buffer kept their contents. */
+static void encrypt_message(message_t encrypt, const char *key, const char *aad, int with_output, CK_ULONG capacity) {
+  reset_message_buffers();
+  const char *plaintext = "attack at dawn";
+  CK_ULONG len = capacity;
+  char name[64];
+  PRINT_RV(key, encrypt(1, &msg_params, sizeof msg_params, (CK_BYTE_PTR)aad, strlen(aad), (CK_BYTE_PTR)plaintext,
+                        strlen(plaintext), with_output ? msg_out : NULL, &len));
+  snprintf(name, sizeof name, "%s.len", key);
+  printf("%s %lu\n", name, len);
+  CK_BYTE iv0[12];
+  for (int i = 0; i < 12; i++) iv0[i] = (CK_BYTE)(0x10 + i);
+  snprintf(name, sizeof name, "%s.ivUntouched", key);
+  printf("%s %d\n", name, memcmp(msg_iv, iv0, sizeof iv0) == 0);
+  snprintf(name, sizeof name, "%s.tag", key);
+  print_hex(name, msg_tag, sizeof msg_tag);
+  snprintf(name, sizeof name, "%s.out", key);
+  print_hex(name, msg_out, msg_out[0] == 0 ? 0 : strlen(plaintext));
+}
+
+static void scenario_message(void) {
+  message_init_t encrypt_init = (message_init_t)dlsym(module, "C_MessageEncryptInit");
+  message_t encrypt = (message_t)dlsym(module, "C_EncryptMessage");
+  message_final_t encrypt_final = (message_final_t)dlsym(module, "C_MessageEncryptFinal");
+  message_init_t decrypt_init = (message_init_t)dlsym(module, "C_MessageDecryptInit");
+  message_t decrypt = (message_t)dlsym(module, "C_DecryptMessage");
+  message_final_t decrypt_final = (message_final_t)dlsym(module, "C_MessageDecryptFinal");
+  message_begin_t encrypt_begin = (message_begin_t)dlsym(module, "C_EncryptMessageBegin");
+  message_begin_t decrypt_begin = (message_begin_t)dlsym(module, "C_DecryptMessageBegin");
+  PRINT_RV("pre.EncryptMessage", encrypt(1, NULL, 0, NULL, 0, NULL, 0, NULL, NULL));
+  PRINT_RV("init", f->C_Initialize(NULL));
+
+  CK_MECHANISM aes_gcm = {CKM_AES_GCM, NULL, 0};
+  PRINT_RV("enc.init", encrypt_init(1, &aes_gcm, 5));
+  PRINT_RV("enc.init.nullMech", encrypt_init(1, NULL, 5));
+  encrypt_message(encrypt, "enc.query", "hdr", 0, 0);
+  encrypt_message(encrypt, "enc.small", "hdr", 1, 2);
+  encrypt_message(encrypt, "enc.full", "hdr", 1, sizeof msg_out);
+  print_hex("enc.full.iv", msg_iv, sizeof msg_iv);
+  print_seen("enc.full.seen");
+  encrypt_message(encrypt, "enc.badIv", "bad-iv", 1, sizeof msg_out);
+  encrypt_message(encrypt, "enc.badTag", "bad-tag", 1, sizeof msg_out);
+  encrypt_message(encrypt, "enc.ivOnQuery", "iv-on-query", 0, 0);
+  encrypt_message(encrypt, "enc.afterBad", "hdr", 1, sizeof msg_out);
+
+  /* Parameters the shim cannot read travel as malformed (kind 3); the fake helper answers MECHANISM_PARAM_INVALID. */
+  CK_ULONG len = sizeof msg_out;
+  reset_message_buffers();
+  msg_params.ulTagBits = 100;
+  PRINT_RV("enc.oddTagBits", encrypt(1, &msg_params, sizeof msg_params, NULL, 0, (CK_BYTE_PTR) "x", 1, msg_out, &len));
+  print_seen("enc.oddTagBits.seen");
+  reset_message_buffers();
+  msg_params.pIv = NULL;
+  PRINT_RV("enc.nullIv", encrypt(1, &msg_params, sizeof msg_params, NULL, 0, (CK_BYTE_PTR) "x", 1, msg_out, &len));
+  PRINT_RV("enc.shortParam", encrypt(1, &msg_params, sizeof msg_params - 8, NULL, 0, (CK_BYTE_PTR) "x", 1, msg_out, &len));
+  PRINT_RV("enc.nullParamWithLen", encrypt(1, NULL, 48, NULL, 0, (CK_BYTE_PTR) "x", 1, msg_out, &len));
+  /* No parameter at all: output only. */
+  reset_message_buffers();
+  len = sizeof msg_out;
+  PRINT_RV("enc.noParam", encrypt(1, NULL, 0, NULL, 0, (CK_BYTE_PTR) "x", 1, msg_out, &len));
+  printf("enc.noParam.len %lu\n", len);
+  print_seen("enc.noParam.seen");
+  reset_message_buffers();
+  PRINT_RV("enc.nullLen", encrypt(1, &msg_params, sizeof msg_params, NULL, 0, (CK_BYTE_PTR) "x", 1, msg_out, NULL));
+  PRINT_RV("enc.nullAad", encrypt(1, &msg_params, sizeof msg_params, NULL, 3, (CK_BYTE_PTR) "x", 1, msg_out, &len));
+  PRINT_RV("enc.nullPlaintext", encrypt(1, &msg_params, sizeof msg_params, NULL, 0, NULL, 1, msg_out, &len));
+  PRINT_RV("enc.final", encrypt_final(1));
+
+  PRINT_RV("dec.init", decrypt_init(1, &aes_gcm, 5));
+  CK_BYTE plain[32] = {0};
+  CK_BYTE cipher[4] = {'a' ^ 0x55, 'b' ^ 0x55, 'c' ^ 0x55, 'd' ^ 0x55};
+  reset_message_buffers();
+  len = 0;
+  PRINT_RV("dec.query", decrypt(1, &msg_params, sizeof msg_params, NULL, 0, cipher, 4, NULL, &len));
+  printf("dec.query.len %lu\n", len);
+  len = 2;
+  PRINT_RV("dec.small", decrypt(1, &msg_params, sizeof msg_params, NULL, 0, cipher, 4, plain, &len));
+  printf("dec.small.len %lu\n", len);
+  printf("dec.small.untouched %d\n", plain[0] == 0);
+  len = sizeof plain;
+  PRINT_RV("dec.full", decrypt(1, &msg_params, sizeof msg_params, NULL, 0, cipher, 4, plain, &len));
+  printf("dec.full.value %.*s\n", (int)len, (const char *)plain);
+  memset(plain, 0, sizeof plain);
+  len = sizeof plain;
+  PRINT_RV("dec.garbage", decrypt(1, &msg_params, sizeof msg_params, (CK_BYTE_PTR) "garbage", 7, cipher, 4, plain, &len));
+  printf("dec.garbage.len %lu\n", len);
+  printf("dec.garbage.untouched %d\n", plain[0] == 0);
+  PRINT_RV("dec.nullLen", decrypt(1, &msg_params, sizeof msg_params, NULL, 0, cipher, 4, plain, NULL));
+  PRINT_RV("dec.nullCiphertext", decrypt(1, &msg_params, sizeof msg_params, NULL, 0, NULL, 4, plain, &len));
+  PRINT_RV("dec.final", decrypt_final(1));
+
+  PRINT_RV("enc.begin", encrypt_begin(1, &msg_params, sizeof msg_params, NULL, 0));
+  PRINT_RV("dec.begin", decrypt_begin(1, &msg_params, sizeof msg_params, NULL, 0));
+  PRINT_RV("Finalize", f->C_Finalize(NULL));
+  PRINT_RV("post.MessageEncryptFinal", encrypt_final(1));
 }
 
 struct worker {
@@ -525,6 +759,8 @@ int main(int argc, char **argv) {
   const char *s = argv[2];
   if (strcmp(s, "basic") == 0) scenario_basic();
   else if (strcmp(s, "interfaces") == 0) scenario_interfaces();
+  else if (strcmp(s, "keys") == 0) scenario_keys();
+  else if (strcmp(s, "message") == 0) scenario_message();
   else if (strcmp(s, "threads") == 0) scenario_threads(atoi(argv[3]), atoi(argv[4]));
   else if (strcmp(s, "timeout") == 0) scenario_timeout();
   else if (strcmp(s, "kill") == 0) scenario_kill();
