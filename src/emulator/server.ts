@@ -21,7 +21,7 @@ import {
 } from "./certificates.ts";
 import { KeyVaultError, badParameter, deletedNameConflict, forbiddenByPolicy, secretNotFound } from "./errors.ts";
 import type { FaultInjector } from "./faults.ts";
-import { KeyStore, deletedKeyBundle, deletedKeyItem, keyBundle, keyId, keyItem, nowSeconds, type CreateKeyRequest, type KeyVersion } from "./keystore.ts";
+import { KeyStore, byLowerCaseName, deletedKeyBundle, deletedKeyItem, keyBundle, keyId, keyItem, nowSeconds, type CreateKeyRequest, type KeyVersion } from "./keystore.ts";
 import { checkUsable, decrypt, encrypt, sign, verify, type KeyOperation, type SymmetricParameters } from "./operations.ts";
 import { SecretStore, deletedSecretBundle, deletedSecretItem, secretBundle, secretItem, type SecretVersion } from "./secrets.ts";
 
@@ -337,7 +337,7 @@ function secretsRoute(state: VaultState, method: string, url: URL, base: string,
     if (method !== "GET") throw methodNotAllowed();
     const own = secrets.names().map((n) => secrets.get(n));
     const managed = certificates.names().filter((n) => !secrets.has(n)).map((n) => certificateSecret(base, certificates.get(n)));
-    const all = [...own, ...managed].sort((a, b) => byName(a).localeCompare(byName(b)));
+    const all = [...own, ...managed].sort((a, b) => byLowerCaseName(a.name, b.name));
     return page(all, byName, url, base, "/secrets", (s) => secretItem(base, s, false));
   }
   if (fourth !== undefined) throw notFound(url.pathname);

@@ -133,10 +133,10 @@ export class KeyToken implements Token {
   }
 
   object(handle: number): Immediate<FoundObject> {
-    return andThen(this.current ?? this.load(), (loaded) => {
-      const object = loaded.objects.find((candidate) => candidate.handle === handle);
+    return andThen(this.orAbsent(() => this.current ?? this.load()), (loaded) => {
+      const object = loaded?.objects.find((candidate) => candidate.handle === handle);
       if (!object) throw new Pkcs11Error(CKR.OBJECT_HANDLE_INVALID);
-      return { object, material: loaded.material };
+      return { object, material: loaded!.material };
     });
   }
 

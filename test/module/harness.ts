@@ -20,6 +20,10 @@ import type { EmulatorOptions, FaultOptions, RunningEmulator as InProcessEmulato
  */
 export interface RunningEmulator extends Omit<InProcessEmulator, "requestCounts" | "tokensIssued" | "setFaults"> {
   requestCounts(name?: string): Promise<Record<string, number>>;
+  /** Denies the named permissions (e.g. "keys/create") from the next request on; [] allows everything again. */
+  setPermissions(deny: string[] | undefined): Promise<void>;
+  /** An oct key's bytes, which the REST API never returns: for checks with node:crypto. */
+  octKeyBytes(name: string, version?: string): Promise<Buffer>;
   tokensIssued(): Promise<number>;
   /** In effect from the next request the emulator receives once the promise resolves. */
   setFaults(faults: FaultOptions | undefined): Promise<void>;
@@ -50,6 +54,10 @@ export function startEmulator(options: EmulatorOptions): Promise<RunningEmulator
           },
           requestCounts: async (name) => (await call({ type: "requestCounts", name })) as Record<string, number>,
           tokensIssued: async () => (await call({ type: "tokensIssued" })) as number,
+          setPermissions: async (deny) => {
+            await call({ type: "setPermissions", deny });
+          },
+          octKeyBytes: async (name, version) => Buffer.from((await call({ type: "octKeyBytes", name, version })) as Uint8Array),
           setFaults: async (faults) => {
             await call({ type: "setFaults", faults });
           },
@@ -122,6 +130,10 @@ export interface FixtureOptions {
   keys: string;
   certs?: EmulatorOptions["certs"];
   latencyMs?: number;
+  /** The emulator's Managed HSM personality (only -HSM keys, AES, no certificates or secrets). */
+  managedHsm?: boolean;
+  /** Permissions the emulator refuses from the start, e.g. ["keys/create"]. */
+  deny?: string[];
   /** Extra slot entries appended to config.json after the keys (e.g. a key that does not exist). */
   extraSlots?: Array<Record<string, unknown>>;
   /**
@@ -178,7 +190,7 @@ export function publicKeyFromJwk(jwk: VaultJwk): KeyObject {
 export const API = "api-version=7.4";
 
 export async function startModuleFixture(options: FixtureOptions): Promise<ModuleFixture> {
-  const emulator = await startEmulator({ keys: options.keys, certs: options.certs, latencyMs: options.latencyMs });
+  const emulator = await startEmulator({ keys: options.keys, certs: options.certs, latencyMs: options.latencyMs, ...(options.managedHsm ? { managedHsm: true } : {}), ...(options.deny ? { deny: options.deny } : {}) });
   const dir = await mkdtemp(path.join(tmpdir(), "akv-module-test-"));
   const token = await identityToken(emulator);
   const vaultGet = (pathAndQuery: string) => vaultCall(emulator, token, "GET", pathAndQuery);
