@@ -260,10 +260,12 @@ export class AzureVaultBackend implements VaultBackend {
     }
     await this.requireFreeName(vaultUrl, name);
     const { keys } = this.clients(vaultUrl);
-    const key = await this.call("create key", `key '${name}' in ${vaultUrl}`, (abortSignal) => keys.createKey(name, spec.kty, { ...options, abortSignal })).catch((error: unknown) => {
+    const raw = rawKeySize();
+    const key = await this.call("create key", `key '${name}' in ${vaultUrl}`, (abortSignal) => keys.createKey(name, spec.kty, { ...options, abortSignal, onResponse: raw.onResponse })).catch((error: unknown) => {
       throw takenName(error, name, vaultUrl);
     });
-    return this.toVaultKey(key, vaultUrl);
+    // A Managed HSM does not report an oct key's size, but the size just asked for is the key's.
+    return this.toVaultKey(key, vaultUrl, raw.keySize ?? (spec.kty === "oct-HSM" ? spec.keySize : undefined));
   }
 
   async importKey(vaultUrl: string, name: string, imported: ImportedKey, properties: NewKeyProperties): Promise<VaultKey> {
@@ -286,10 +288,11 @@ export class AzureVaultBackend implements VaultBackend {
 
   async updateKeyTags(key: VaultKey, tags: Record<string, string>): Promise<VaultKey> {
     const { keys } = this.clients(key.vaultUrl);
+    const raw = rawKeySize();
     const updated = await this.call("update key", `key '${key.name}' version ${key.version} in ${key.vaultUrl}`, (abortSignal) =>
-      keys.updateKeyProperties(key.name, key.version, { tags, abortSignal }),
+      keys.updateKeyProperties(key.name, key.version, { tags, abortSignal, onResponse: raw.onResponse }),
     );
-    return this.toVaultKey(updated, key.vaultUrl);
+    return this.toVaultKey(updated, key.vaultUrl, raw.keySize ?? key.keySize);
   }
 
   async deleteKey(vaultUrl: string, name: string): Promise<void> {
@@ -598,7 +601,7 @@ function toVaultKey(key: KeyVaultKey, vaultUrl: string, managedHsm: boolean, key
  * The SDK's JsonWebKey drops `key_size`, which a vault may send for oct keys (Managed HSM does not): read it from
  * the response body the SDK hands to onResponse.
  */
-function rawKeySize(): { onResponse: (response: unknown) => void; keySize?: number } {
+export function rawKeySize(): { onResponse: (response: unknown) => void; keySize?: number } {
   const holder: { onResponse: (response: unknown) => void; keySize?: number } = {
     onResponse: (response) => {
       const r = response as { parsedBody?: unknown; body?: unknown; bodyAsText?: string };

@@ -4,7 +4,7 @@
 import { createHash, generateKeyPairSync, randomBytes, verify } from "node:crypto";
 import test from "ava";
 import { createCredential } from "../../src/auth/index.ts";
-import { kindFromChallenge } from "../../src/vault/backend.ts";
+import { kindFromChallenge, rawKeySize } from "../../src/vault/backend.ts";
 import { toVaultError } from "../../src/vault/errors.ts";
 import { createVaultBackend, VaultError, type VaultBackend } from "../../src/vault/index.ts";
 import { emulator, managedIdentityToken, moduleConfig, publicKeyOf, vaultRest, type RunningEmulator } from "./helpers.ts";
@@ -169,6 +169,7 @@ test("importKey: an EC and an RSA private key become vault keys with the same pu
   t.is(rest.body.key.x, ecJwk.x);
   t.is(rest.body.key.y, ecJwk.y);
   t.is(rest.body.key.d, undefined, "no private part comes back");
+  t.deepEqual(rest.body.key.key_ops, ["sign", "verify"]);
   t.deepEqual(rest.body.tags, { p11_pri_CKA_LABEL: "imported" });
   const digest = createHash("sha256").update("imported").digest();
   const signature = await backend.sign(imported, "ES256", digest);
@@ -200,4 +201,19 @@ test("a 409 from the service is a conflict", (t) => {
   const error = toVaultError({ name: "RestError", statusCode: 409, message: "x", details: { error: { code: "Conflict", message: "Key k is currently in a deleted but recoverable state" } } }, { operation: "create key", target: "key 'k'" });
   t.is(error.kind, "conflict");
   t.is(error.statusCode, 409);
+});
+
+test("rawKeySize: an oct key's key_size from the response body the SDK's JsonWebKey drops; nothing from a body without it", (t) => {
+  const sent = rawKeySize();
+  sent.onResponse({ status: 200, parsedBody: { key: { kid: "https://v/keys/k/1", kty: "oct", key_size: 192 } } });
+  t.is(sent.keySize, 192);
+  const absent = rawKeySize();
+  absent.onResponse({ status: 200, parsedBody: { key: { kid: "https://v/keys/k/1", kty: "oct-HSM" } } });
+  t.is(absent.keySize, undefined);
+  const text = rawKeySize();
+  text.onResponse({ status: 200, bodyAsText: JSON.stringify({ key: { key_size: 256 } }) });
+  t.is(text.keySize, 256);
+  const junk = rawKeySize();
+  junk.onResponse({ status: 200, parsedBody: { key: { key_size: "256" } } });
+  t.is(junk.keySize, undefined);
 });

@@ -196,6 +196,8 @@ test.serial("createKey oct-HSM in the HSM: a free name, then the new key encrypt
   const key = await backend.createKey(emu.url, "new-aes", { kty: "oct-HSM", keySize: 128 }, { keyOps: ["encrypt", "decrypt"], tags: { p11_pri_CKA_LABEL: "new aes" } });
   t.true(key.managedHsm);
   t.deepEqual(key.tags, { p11_pri_CKA_LABEL: "new aes" });
+  t.is(key.keySize, 128, "the size asked for, which the HSM does not report");
+  t.is((await backend.updateKeyTags(key, { p11_pri_CKA_LABEL: "renamed" })).keySize, 128, "kept across a tag update");
   const keyBytes = emu.octKeyBytes("new-aes");
   t.is(keyBytes.length, 16);
   const iv = randomBytes(16);
