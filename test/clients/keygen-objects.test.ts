@@ -42,7 +42,7 @@ async function listObjects(): Promise<string[]> {
 
 const labelled = (blocks: string[], label: string) => blocks.filter((block) => new RegExp(`^\\s*label:\\s*${label}$`, "m").test(block));
 
-test("pkcs11-tool --write-object --type cert binds a CA-issued certificate to a generated key; a new process sees it with the key's id", async (t) => {
+test("pkcs11-tool --write-object --type cert binds a CA-issued certificate to a generated key, seen by a new process with the key's id; destroyed and written again, the new one is seen", async (t) => {
   const label = "obj-cert-rsa";
   const id = "c0ffee01";
   const made = await onVault(["--keypairgen", "--key-type", "rsa:2048", "--label", label, "--id", id]);
@@ -63,6 +63,20 @@ test("pkcs11-tool --write-object --type cert binds a CA-issued certificate to a 
   const readBack = await onVault(["--read-object", "--type", "cert", "--id", id, "-o", read]);
   t.is(readBack.code, 0, describe(readBack));
   t.true((await readFile(read)).equals(await readFile(cert)), "the token's certificate is not the one written");
+
+  // Replaced as keytool -importcert replaces it, destroy then create: the first secret is soft-deleted, and a
+  // soft-deleted name cannot be set again, yet the new certificate must be stored.
+  const destroyed = await onVault(["--delete-object", "--type", "cert", "--id", id]);
+  t.is(destroyed.code, 0, describe(destroyed));
+  t.deepEqual((await listObjects()).filter((block) => /^Certificate Object/.test(block) && new RegExp(`^\\s*ID:\\s*${id}$`, "m").test(block)), []);
+  const renewed = fixture.file(`${label}.renewed.der`);
+  await fixture.runOk("openssl", ["x509", "-new", "-CA", fixture.file("ca.pem"), "-CAkey", fixture.file("ca.key"), "-force_pubkey", pub,
+    "-subj", `/CN=${label} renewed`, "-days", "2", "-outform", "DER", "-out", renewed]);
+  const rewritten = await onVault(["--write-object", renewed, "--type", "cert", "--id", id]);
+  t.is(rewritten.code, 0, describe(rewritten));
+  const readAgain = await onVault(["--read-object", "--type", "cert", "--id", id, "-o", read]);
+  t.is(readAgain.code, 0, describe(readAgain));
+  t.true((await readFile(read)).equals(await readFile(renewed)), "the token's certificate is not the renewed one");
 });
 
 test("pkcs11-tool --write-object --type privkey imports an openssl RSA key; a new process lists it and signs, openssl verifies with the key's public half", async (t) => {
