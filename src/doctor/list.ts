@@ -20,13 +20,13 @@ Lists the tokens and objects the module shows with the current configuration and
 const ULONG_SIZE = 8;
 
 export interface ListedObject {
-  /** "private" | "public" | "cert", as in the URI's type= */
-  type: "private" | "public" | "cert";
-  class: "CKO_PRIVATE_KEY" | "CKO_PUBLIC_KEY" | "CKO_CERTIFICATE";
+  /** "private" | "public" | "cert" | "secret-key", as in the URI's type= */
+  type: "private" | "public" | "cert" | "secret-key";
+  class: "CKO_PRIVATE_KEY" | "CKO_PUBLIC_KEY" | "CKO_CERTIFICATE" | "CKO_SECRET_KEY";
   label: string;
   /** CKA_ID, lower-case hex. */
   id: string;
-  keyType?: "RSA" | "EC";
+  keyType?: "RSA" | "EC" | "AES";
   /** RSA modulus bits, or the EC curve's order bits. */
   keyBits?: number;
   curve?: string;
@@ -63,6 +63,7 @@ const OBJECT_TYPES = {
   public: { type: "public", class: "CKO_PUBLIC_KEY" },
   certificate: { type: "cert", class: "CKO_CERTIFICATE" },
   authority: { type: "cert", class: "CKO_CERTIFICATE" },
+  secret: { type: "secret-key", class: "CKO_SECRET_KEY" },
 } as const;
 
 export async function listTokens(env: NodeJS.ProcessEnv): Promise<ListedToken[]> {
@@ -87,7 +88,7 @@ export async function listTokens(env: NodeJS.ProcessEnv): Promise<ListedToken[]>
         continue;
       }
       if (token.problem) listed.error = token.problem;
-      for (const { object, material } of objects) {
+      for (const { object, material, secret } of objects) {
         const kind = OBJECT_TYPES[object.kind];
         const label = object.attributes.get(CKA.LABEL)?.toString("utf8") ?? "";
         const id = object.attributes.get(CKA.ID) ?? Buffer.alloc(0);
@@ -102,6 +103,9 @@ export async function listTokens(env: NodeJS.ProcessEnv): Promise<ListedToken[]>
           entry.keyType = material.kind;
           entry.keyBits = material.keyBits;
           if (material.ec) entry.curve = material.ec.curve.name;
+        } else if (object.kind === "secret") {
+          entry.keyType = "AES";
+          if (secret?.length !== undefined) entry.keyBits = secret.length * 8;
         } else {
           entry.certificateCategory = object.kind === "certificate" ? "user" : "authority";
         }

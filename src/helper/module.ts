@@ -18,6 +18,7 @@ import { vaultFailure } from "../token/vault-errors.ts";
 import { SessionTable } from "../session/sessions.ts";
 import { Operations } from "../session/operations.ts";
 import { KeyManagement } from "../session/key-management.ts";
+import { SessionObjects } from "../session/session-objects.ts";
 import type { Session } from "../session/session.ts";
 import { andThen, type Immediate } from "../session/immediate.ts";
 
@@ -77,6 +78,7 @@ export interface InitializedState {
   sessions: SessionTable;
   operations: Operations;
   keys: KeyManagement;
+  sessionObjects: SessionObjects;
 }
 
 /**
@@ -147,8 +149,10 @@ export class Pkcs11Module {
     // Keys and certificates load in the background: C_Initialize stays fast, and the first use waits only
     // for what is still in flight.
     for (const token of tokens) token.prefetch();
-    const operations = new Operations(backend, ulongSize);
-    this.state = { ulongSize, backend, tokens, sessions: new SessionTable(), operations, keys: new KeyManagement(ulongSize) };
+    const sessionObjects = new SessionObjects(ulongSize);
+    const operations = new Operations(backend, ulongSize, sessionObjects);
+    const sessions = new SessionTable((handle) => sessionObjects.closeSession(handle));
+    this.state = { ulongSize, backend, tokens, sessions, sessionObjects, operations, keys: new KeyManagement(ulongSize, backend, sessionObjects) };
     log.debug(
       `initialized: ${tokens.length} token(s), sizeof(CK_ULONG) = ${ulongSize}; config and backend ${(configured - started).toFixed(1)} ms, ` +
         `slots ${(performance.now() - configured).toFixed(1)} ms`,
@@ -170,6 +174,7 @@ export class Pkcs11Module {
 
   private close(state: InitializedState): void {
     state.sessions.clear();
+    state.sessionObjects.clear();
     for (const token of state.tokens) token.stop();
     this.state = undefined;
   }

@@ -18,7 +18,7 @@ interface Family {
   decrypt?: (context: InitContext) => DecryptOperation;
 }
 
-const FAMILIES: Record<Exclude<MechanismFamily, "digest" | "key-pair-gen">, Family> = {
+const FAMILIES: Record<Exclude<MechanismFamily, "digest" | "key-pair-gen" | "aes" | "aes-wrap" | "secret-key-gen">, Family> = {
   "rsa-pkcs1": { sign: rsaPkcs1.startSign, verify: rsaPkcs1.startVerify, encrypt: rsaPkcs1.startEncrypt, decrypt: rsaPkcs1.startDecrypt },
   "rsa-pss": { sign: rsaPss.startSign, verify: rsaPss.startVerify },
   ecdsa: { sign: ecdsa.startSign, verify: ecdsa.startVerify },
@@ -42,7 +42,7 @@ function start<K extends KeyOperation>(operation: K, mechanism: Mechanism, mater
   if (material.keyBits < spec.minKeyBits || material.keyBits > spec.maxKeyBits) {
     throw new Pkcs11Error(CKR.KEY_SIZE_RANGE, `${name} supports ${spec.minKeyBits}-${spec.maxKeyBits}-bit keys, ${material.key.name} has ${material.keyBits} bits`);
   }
-  const factory = FAMILIES[spec.family as Exclude<MechanismFamily, "digest" | "key-pair-gen">][operation];
+  const factory = FAMILIES[spec.family as Exclude<MechanismFamily, "digest" | "key-pair-gen" | "aes" | "aes-wrap" | "secret-key-gen">][operation];
   if (!factory) throw new Pkcs11Error(CKR.MECHANISM_INVALID, `${name} cannot ${operation}`);
   return factory({ mechanism, spec, material, ulongSize }) as ReturnType<NonNullable<Family[K]>>;
 }

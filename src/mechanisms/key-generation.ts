@@ -67,7 +67,7 @@ export function readKeyAttributes(reader: TemplateReader, objectClass: number, k
   reader.require(CKA.COPYABLE, false, "vault keys are not copied");
   reader.require(CKA.DESTROYABLE, true, "the private key can be destroyed (soft-deleted in the vault)");
   reader.require(CKA.MODIFIABLE, true, "CKA_LABEL and CKA_ID stay modifiable");
-  if (objectClass === CKO.PRIVATE_KEY) {
+  if (objectClass === CKO.PRIVATE_KEY || objectClass === CKO.SECRET_KEY) {
     reader.require(CKA.EXTRACTABLE, false, "a vault key never leaves the vault");
     reader.require(CKA.SENSITIVE, true, "a vault key never leaves the vault");
     reader.require(CKA.SIGN_RECOVER, false, "Key Vault does not sign with recovery");

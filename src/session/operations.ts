@@ -3,14 +3,18 @@
 // other outcome of the finishing call ends it, errors included.
 import type { Attribute, Mechanism, MessageParameter, OutRequest } from "../protocol/codec.ts";
 import type { VaultBackend } from "../vault/types.ts";
-import { CKF, CKR } from "../pkcs11/constants.ts";
+import { CKF, CKM, CKR, mechanismName } from "../pkcs11/constants.ts";
+import { aesParameters, HSM_GCM_IV_BYTES, HSM_GCM_TAG_BYTES, localAes, messageParameters, usableSecret, vaultAesAlgorithm } from "../mechanisms/aes.ts";
+import type { SecretMaterial } from "../token/secret-key.ts";
+import { SessionObjects } from "./session-objects.ts";
+import { SymmetricCipher } from "./symmetric.ts";
 import { Pkcs11Error } from "../pkcs11/error.ts";
 import { startDecrypt, startDigestOperation, startEncrypt, startSign, startVerify, type VaultSignRequest } from "../mechanisms/index.ts";
 import type { KeyMaterial } from "../token/key-material.ts";
 import type { FoundObject } from "../token/token.ts";
 import { vaultFailure } from "../token/vault-errors.ts";
 import { andThen, type Immediate } from "./immediate.ts";
-import type { ActiveSign, Session } from "./session.ts";
+import type { ActiveDecrypt, ActiveSign, Session } from "./session.ts";
 import { log } from "../log/log.ts";
 
 export interface OutResult {
@@ -30,19 +34,21 @@ export class Operations {
   constructor(
     private readonly backend: VaultBackend,
     private readonly ulongSize: number,
+    private readonly sessionObjects: SessionObjects,
   ) {}
 
   // ---- objects ---------------------------------------------------------------------------------------------
 
+  /** A token object, or a session object of the session's token. */
   object(session: Session, handle: number): Immediate<FoundObject> {
-    return session.token.object(handle);
+    return findObject(this.sessionObjects, session, handle);
   }
 
   findInit(session: Session, template: Attribute[]): Immediate<void> {
     if (session.find) throw new Pkcs11Error(CKR.OPERATION_ACTIVE);
     // A find that can match a certificate still pending after a passing failure waits for its fetch (key-token.ts).
     return andThen(session.token.find(template), (handles) => {
-      session.find = { handles, position: 0 };
+      session.find = { handles: [...handles, ...this.sessionObjects.find(session.token, template)], position: 0 };
     });
   }
 
@@ -63,14 +69,27 @@ export class Operations {
 
   /** The key object for an Init call, with the spec's checks on class and permission. */
   private key(session: Session, handle: number, side: "private" | "public", permitted: (material: KeyMaterial) => boolean, purpose: string): Immediate<KeyMaterial> {
+    return andThen(this.keyObject(session, handle), (found) => this.checkedKey(session, found, side, permitted, purpose));
+  }
+
+  /** The object behind an Init call's key handle; a handle that names no object is CKR_KEY_HANDLE_INVALID. */
+  private keyObject(session: Session, handle: number): Immediate<FoundObject> {
     let found: Immediate<FoundObject>;
     try {
-      found = session.token.object(handle);
+      found = this.object(session, handle);
     } catch (error) {
       throw asKeyHandleError(error);
     }
-    if (found instanceof Promise) return found.then((object) => this.checkedKey(session, object, side, permitted, purpose), (error: unknown) => Promise.reject(asKeyHandleError(error)));
-    return this.checkedKey(session, found, side, permitted, purpose);
+    return found instanceof Promise ? found.catch((error: unknown) => Promise.reject(asKeyHandleError(error))) : found;
+  }
+
+  /** The secret key of an AES operation, with its usage checked. */
+  private secretKey(session: Session, handle: number, flag: "encrypt" | "decrypt", purpose: string): Immediate<SecretMaterial> {
+    return andThen(this.keyObject(session, handle), ({ object, secret }) => {
+      if (!secret) throw new Pkcs11Error(CKR.KEY_TYPE_INCONSISTENT, `${purpose} with an AES mechanism needs a secret key; object ${object.handle} is a ${object.kind} ${object.kind === "certificate" || object.kind === "authority" ? "certificate" : "key"}`);
+      usableSecret(secret, flag, session.token.label);
+      return secret;
+    });
   }
 
   private checkedKey(session: Session, { object, material }: FoundObject, side: "private" | "public", permitted: (material: KeyMaterial) => boolean, purpose: string): KeyMaterial {
@@ -156,18 +175,31 @@ export class Operations {
     }
   }
 
-  // ---- encrypt (local) -------------------------------------------------------------------------------------
+  // ---- encrypt: RSA locally with the public key; AES in the HSM or with a session key -----------------------
 
   encryptInit(session: Session, mechanism: Mechanism, keyHandle: number): Immediate<void> {
     if (session.encrypt) throw new Pkcs11Error(CKR.OPERATION_ACTIVE);
+    if (isAes(mechanism)) {
+      const params = aesParameters(mechanism);
+      return andThen(this.secretKey(session, keyHandle, "encrypt", "encryption"), (secret) => {
+        session.encrypt = new SymmetricCipher("encrypt", params, secret, this.backend, session.token.label);
+      });
+    }
     return andThen(this.key(session, keyHandle, "public", (m) => m.can.encrypt && m.kind === "RSA", "encryption"), (material) => {
       session.encrypt = startEncrypt(mechanism, material, this.ulongSize);
     });
   }
 
-  encrypt(session: Session, data: Buffer, out: OutRequest): OutResult {
+  encrypt(session: Session, data: Buffer, out: OutRequest): Immediate<OutResult> {
     const op = session.encrypt;
     if (!op) throw new Pkcs11Error(CKR.OPERATION_NOT_INITIALIZED);
+    if (op instanceof SymmetricCipher) {
+      if (op.multiPart) {
+        session.encrypt = undefined;
+        throw new Pkcs11Error(CKR.OPERATION_ACTIVE, "C_Encrypt cannot finish a multi-part encryption: call C_EncryptFinal");
+      }
+      return this.finishSymmetric(session, op, op.input(data), out);
+    }
     const sized = sizeOnly(out, op.outputLength);
     if (sized) return sized;
     session.encrypt = undefined;
@@ -175,25 +207,56 @@ export class Operations {
     return { rv: CKR.OK, length: ciphertext.length, data: ciphertext };
   }
 
-  /** RSA encryption is single-part: the Update/Final calls end the operation with an error. */
-  encryptMultiPart(session: Session): never {
-    if (!session.encrypt) throw new Pkcs11Error(CKR.OPERATION_NOT_INITIALIZED);
-    session.encrypt = undefined;
-    throw new Pkcs11Error(CKR.FUNCTION_NOT_SUPPORTED, "RSA encryption is single-part: use C_Encrypt");
+  /** AES gathers the parts; RSA encryption is single-part, so its Update ends the operation with an error. */
+  encryptUpdate(session: Session, data: Buffer): OutResult {
+    const op = session.encrypt;
+    if (!op) throw new Pkcs11Error(CKR.OPERATION_NOT_INITIALIZED);
+    if (!(op instanceof SymmetricCipher)) {
+      session.encrypt = undefined;
+      throw new Pkcs11Error(CKR.FUNCTION_NOT_SUPPORTED, "RSA encryption is single-part: use C_Encrypt");
+    }
+    return this.gather(session, op, data, () => (session.encrypt = undefined));
   }
 
-  // ---- decrypt (in the vault) ------------------------------------------------------------------------------
+  encryptFinal(session: Session, out: OutRequest): Immediate<OutResult> {
+    const op = session.encrypt;
+    if (!op) throw new Pkcs11Error(CKR.OPERATION_NOT_INITIALIZED);
+    if (!(op instanceof SymmetricCipher)) {
+      session.encrypt = undefined;
+      throw new Pkcs11Error(CKR.FUNCTION_NOT_SUPPORTED, "RSA encryption is single-part: use C_Encrypt");
+    }
+    return this.finishSymmetric(session, op, op.input(), out);
+  }
+
+  // ---- decrypt: RSA in the vault; AES in the HSM or with a session key --------------------------------------
 
   decryptInit(session: Session, mechanism: Mechanism, keyHandle: number): Immediate<void> {
     if (session.decrypt) throw new Pkcs11Error(CKR.OPERATION_ACTIVE);
+    if (isAes(mechanism)) {
+      const params = aesParameters(mechanism);
+      return andThen(this.secretKey(session, keyHandle, "decrypt", "decryption"), (secret) => {
+        session.decrypt = new SymmetricCipher("decrypt", params, secret, this.backend, session.token.label);
+      });
+    }
     return andThen(this.key(session, keyHandle, "private", (m) => m.can.decrypt && m.kind === "RSA", "decryption"), (material) => {
       session.decrypt = { op: startDecrypt(mechanism, material, this.ulongSize), material };
     });
   }
 
-  async decrypt(session: Session, ciphertext: Buffer, out: OutRequest): Promise<OutResult> {
+  decrypt(session: Session, ciphertext: Buffer, out: OutRequest): Immediate<OutResult> {
     const active = session.decrypt;
     if (!active) throw new Pkcs11Error(CKR.OPERATION_NOT_INITIALIZED);
+    if (active instanceof SymmetricCipher) {
+      if (active.multiPart) {
+        session.decrypt = undefined;
+        throw new Pkcs11Error(CKR.OPERATION_ACTIVE, "C_Decrypt cannot finish a multi-part decryption: call C_DecryptFinal");
+      }
+      return this.finishSymmetric(session, active, active.input(ciphertext), out);
+    }
+    return this.decryptRsa(session, active, ciphertext, out);
+  }
+
+  private async decryptRsa(session: Session, active: ActiveDecrypt, ciphertext: Buffer, out: OutRequest): Promise<OutResult> {
     // The kept plaintext answers only for the ciphertext it came from; any other gets the upper bound.
     const kept = active.pending?.ciphertext.equals(ciphertext) ? active.pending.plaintext : undefined;
     if (!out.present) return { rv: CKR.OK, length: kept?.length ?? active.op.maxOutputLength };
@@ -217,10 +280,69 @@ export class Operations {
     return { rv: CKR.OK, length: plaintext.length, data: plaintext };
   }
 
-  decryptMultiPart(session: Session): never {
-    if (!session.decrypt) throw new Pkcs11Error(CKR.OPERATION_NOT_INITIALIZED);
-    session.decrypt = undefined;
-    throw new Pkcs11Error(CKR.FUNCTION_NOT_SUPPORTED, "RSA decryption is single-part: use C_Decrypt");
+  decryptUpdate(session: Session, data: Buffer): OutResult {
+    const active = session.decrypt;
+    if (!active) throw new Pkcs11Error(CKR.OPERATION_NOT_INITIALIZED);
+    if (!(active instanceof SymmetricCipher)) {
+      session.decrypt = undefined;
+      throw new Pkcs11Error(CKR.FUNCTION_NOT_SUPPORTED, "RSA decryption is single-part: use C_Decrypt");
+    }
+    return this.gather(session, active, data, () => (session.decrypt = undefined));
+  }
+
+  decryptFinal(session: Session, out: OutRequest): Immediate<OutResult> {
+    const active = session.decrypt;
+    if (!active) throw new Pkcs11Error(CKR.OPERATION_NOT_INITIALIZED);
+    if (!(active instanceof SymmetricCipher)) {
+      session.decrypt = undefined;
+      throw new Pkcs11Error(CKR.FUNCTION_NOT_SUPPORTED, "RSA decryption is single-part: use C_Decrypt");
+    }
+    return this.finishSymmetric(session, active, active.input(), out);
+  }
+
+  private gather(_session: Session, op: SymmetricCipher, data: Buffer, end: () => void): OutResult {
+    try {
+      op.update(data);
+    } catch (error) {
+      end();
+      throw error;
+    }
+    return { rv: CKR.OK, length: 0, data: Buffer.alloc(0) };
+  }
+
+  /**
+   * The finishing call of an AES operation: a length query or a buffer too small keeps the operation (and the
+   * output already computed, so that the retry does not ask the HSM again); anything else ends it.
+   */
+  private finishSymmetric(session: Session, op: SymmetricCipher, input: Buffer, out: OutRequest): Immediate<OutResult> {
+    const end = (): void => {
+      if (op.direction === "encrypt") session.encrypt = undefined;
+      else session.decrypt = undefined;
+    };
+    const bound = op.outputLength(input);
+    if (!out.present) return { rv: CKR.OK, length: bound };
+    // An exact length that does not fit needs no work; CBC_PAD decryption's bound may shrink, so it runs first.
+    const exact = !(op.direction === "decrypt" && op.params.mode === "cbc-pad");
+    if (exact && out.capacity < bound) return { rv: CKR.BUFFER_TOO_SMALL, length: bound };
+    let output: Immediate<Buffer>;
+    try {
+      output = op.run(input);
+    } catch (error) {
+      end();
+      throw error;
+    }
+    const settle = (result: Buffer): OutResult => {
+      if (out.capacity < result.length) {
+        op.keep(input, result);
+        return { rv: CKR.BUFFER_TOO_SMALL, length: result.length };
+      }
+      end();
+      return { rv: CKR.OK, length: result.length, data: result };
+    };
+    return output instanceof Promise ? output.then(settle, (error: unknown) => {
+      end();
+      throw error;
+    }) : settle(output);
   }
 
   // ---- digest (local) --------------------------------------------------------------------------------------
@@ -254,31 +376,73 @@ export class Operations {
     throw new Pkcs11Error(CKR.KEY_INDIGESTIBLE, "the module's keys live in the vault and cannot be digested");
   }
 
-  // ---- message-based encryption (v3.0) ------------------------------------------------------------------
+  // ---- message-based encryption (v3.0): AES-GCM, where Managed HSM chooses the IV --------------------------
 
-  messageEncryptInit(_session: Session, _mechanism: Mechanism, _keyHandle: number): Immediate<void> {
-    throw new Pkcs11Error(CKR.FUNCTION_NOT_SUPPORTED, "C_MessageEncryptInit is not offered yet");
+  messageEncryptInit(session: Session, mechanism: Mechanism, keyHandle: number): Immediate<void> {
+    return this.messageInit(session, mechanism, keyHandle, "encrypt");
+  }
+
+  messageDecryptInit(session: Session, mechanism: Mechanism, keyHandle: number): Immediate<void> {
+    return this.messageInit(session, mechanism, keyHandle, "decrypt");
+  }
+
+  private messageInit(session: Session, mechanism: Mechanism, keyHandle: number, direction: "encrypt" | "decrypt"): Immediate<void> {
+    if (session.message[direction]) throw new Pkcs11Error(CKR.OPERATION_ACTIVE);
+    if (mechanism.type !== CKM.AES_GCM) throw new Pkcs11Error(CKR.MECHANISM_INVALID, `${mechanismName(mechanism.type)}: messages are encrypted with CKM_AES_GCM only`);
+    if (mechanism.parameter.kind !== "none") throw new Pkcs11Error(CKR.MECHANISM_PARAM_INVALID, "CKM_AES_GCM for messages takes its parameters per message (CK_GCM_MESSAGE_PARAMS), not at Init");
+    return andThen(this.secretKey(session, keyHandle, direction, `message ${direction}ion`), (secret) => {
+      session.message[direction] = secret;
+    });
   }
 
   /** On CKR_OK with output, `iv` and `tag` are what the shim writes back into CK_GCM_MESSAGE_PARAMS. */
-  encryptMessage(_session: Session, _parameter: MessageParameter, _aad: Buffer, _plaintext: Buffer, _out: OutRequest): Immediate<OutResult & { iv?: Buffer; tag?: Buffer }> {
-    throw new Pkcs11Error(CKR.OPERATION_NOT_INITIALIZED);
+  encryptMessage(session: Session, parameter: MessageParameter, aad: Buffer, plaintext: Buffer, out: OutRequest): Immediate<OutResult & { iv?: Buffer; tag?: Buffer }> {
+    const secret = session.message.encrypt;
+    if (!secret) throw new Pkcs11Error(CKR.OPERATION_NOT_INITIALIZED);
+    const params = messageParameters(parameter, "encrypt", Boolean(secret.key));
+    // GCM's ciphertext is as long as the plaintext; the tag travels in the parameter.
+    const sized = sizeOnly(out, plaintext.length);
+    if (sized) return sized;
+    const length = secret.length!;
+    if (secret.value) {
+      const sealed = localAes({ mode: "gcm", iv: params.iv, aad, tagBytes: params.tagBytes }, "encrypt", secret.value, plaintext);
+      return { rv: CKR.OK, length: plaintext.length, data: sealed.subarray(0, plaintext.length), iv: params.iv, tag: sealed.subarray(plaintext.length) };
+    }
+    return this.backend.encryptAes(secret.key!, vaultAesAlgorithm("gcm", length), plaintext, { aad }).then(
+      ({ ciphertext, iv, tag }) => {
+        if (ciphertext.length !== plaintext.length || iv?.length !== HSM_GCM_IV_BYTES || tag?.length !== HSM_GCM_TAG_BYTES) {
+          throw new Pkcs11Error(CKR.DEVICE_ERROR, `${session.token.label}: the HSM's GCM answer has a ${ciphertext.length}-byte ciphertext, a ${iv?.length ?? 0}-byte IV and a ${tag?.length ?? 0}-byte tag`);
+        }
+        return { rv: CKR.OK, length: ciphertext.length, data: ciphertext, iv, tag };
+      },
+      (error: unknown) => Promise.reject(vaultFailure(error, session.token.label, "encrypt")),
+    );
   }
 
-  messageEncryptFinal(_session: Session): void {
-    throw new Pkcs11Error(CKR.OPERATION_NOT_INITIALIZED);
+  decryptMessage(session: Session, parameter: MessageParameter, aad: Buffer, ciphertext: Buffer, out: OutRequest): Immediate<OutResult> {
+    const secret = session.message.decrypt;
+    if (!secret) throw new Pkcs11Error(CKR.OPERATION_NOT_INITIALIZED);
+    const params = messageParameters(parameter, "decrypt", Boolean(secret.key));
+    const sized = sizeOnly(out, ciphertext.length);
+    if (sized) return sized;
+    if (secret.value) {
+      const plaintext = localAes({ mode: "gcm", iv: params.iv, aad, tagBytes: params.tagBytes }, "decrypt", secret.value, Buffer.concat([ciphertext, params.tag]));
+      return { rv: CKR.OK, length: plaintext.length, data: plaintext };
+    }
+    return this.backend.decryptAes(secret.key!, vaultAesAlgorithm("gcm", secret.length!), ciphertext, { iv: params.iv, aad, tag: params.tag }).then(
+      (plaintext) => ({ rv: CKR.OK, length: plaintext.length, data: plaintext }),
+      (error: unknown) => Promise.reject(vaultFailure(error, session.token.label, "decrypt")),
+    );
   }
 
-  messageDecryptInit(_session: Session, _mechanism: Mechanism, _keyHandle: number): Immediate<void> {
-    throw new Pkcs11Error(CKR.FUNCTION_NOT_SUPPORTED, "C_MessageDecryptInit is not offered yet");
+  messageEncryptFinal(session: Session): void {
+    if (!session.message.encrypt) throw new Pkcs11Error(CKR.OPERATION_NOT_INITIALIZED);
+    session.message.encrypt = undefined;
   }
 
-  decryptMessage(_session: Session, _parameter: MessageParameter, _aad: Buffer, _ciphertext: Buffer, _out: OutRequest): Immediate<OutResult> {
-    throw new Pkcs11Error(CKR.OPERATION_NOT_INITIALIZED);
-  }
-
-  messageDecryptFinal(_session: Session): void {
-    throw new Pkcs11Error(CKR.OPERATION_NOT_INITIALIZED);
+  messageDecryptFinal(session: Session): void {
+    if (!session.message.decrypt) throw new Pkcs11Error(CKR.OPERATION_NOT_INITIALIZED);
+    session.message.decrypt = undefined;
   }
 
   // ---- cancel ----------------------------------------------------------------------------------------------
@@ -289,9 +453,22 @@ export class Operations {
     if (flags & CKF.VERIFY) session.verify = undefined;
     if (flags & CKF.ENCRYPT) session.encrypt = undefined;
     if (flags & CKF.DECRYPT) session.decrypt = undefined;
+    if (flags & CKF.MESSAGE_ENCRYPT) session.message.encrypt = undefined;
+    if (flags & CKF.MESSAGE_DECRYPT) session.message.decrypt = undefined;
     if (flags & CKF.DIGEST) session.digest = undefined;
     if (flags & CKF.FIND_OBJECTS) session.find = undefined;
   }
+}
+
+const isAes = (mechanism: Mechanism): boolean => mechanism.type === CKM.AES_CBC || mechanism.type === CKM.AES_CBC_PAD || mechanism.type === CKM.AES_GCM;
+
+/** A token object, or a session object of the session's token (session-objects.ts). */
+export function findObject(sessionObjects: SessionObjects, session: Session, handle: number): Immediate<FoundObject> {
+  if (SessionObjects.owns(handle)) {
+    const { object, secret } = sessionObjects.get(handle, session.token);
+    return { object, secret };
+  }
+  return session.token.object(handle);
 }
 
 /** An Init call names a key: a handle that names no object is CKR_KEY_HANDLE_INVALID there. */

@@ -4,6 +4,8 @@ import { CKF, CKS } from "../pkcs11/constants.ts";
 import type { DecryptOperation, DigestOperation, EncryptOperation, SignOperation, VerifyOperation } from "../mechanisms/index.ts";
 import type { KeyMaterial } from "../token/key-material.ts";
 import type { Token } from "../token/token.ts";
+import type { SecretMaterial } from "../token/secret-key.ts";
+import type { SymmetricCipher } from "./symmetric.ts";
 import { isPromise, type Immediate } from "./immediate.ts";
 
 export interface ActiveSign {
@@ -39,8 +41,10 @@ export class Session {
   find: ActiveFind | undefined;
   sign: ActiveSign | undefined;
   verify: ActiveVerify | undefined;
-  encrypt: EncryptOperation | undefined;
-  decrypt: ActiveDecrypt | undefined;
+  encrypt: EncryptOperation | SymmetricCipher | undefined;
+  decrypt: ActiveDecrypt | SymmetricCipher | undefined;
+  /** The v3.0 message operations: the key of an active C_MessageEncryptInit / C_MessageDecryptInit. */
+  message: { encrypt?: SecretMaterial; decrypt?: SecretMaterial } = {};
   digest: ActiveDigest | undefined;
   private tail: Promise<unknown> = Promise.resolve();
   /** Ordered calls of this session that are still waiting (for the vault, or for each other). */
@@ -90,5 +94,6 @@ export class Session {
     this.encrypt = undefined;
     this.decrypt = undefined;
     this.digest = undefined;
+    this.message = {};
   }
 }

@@ -7,6 +7,9 @@ import { Session } from "./session.ts";
 
 export class SessionTable {
   private readonly sessions = new Map<number, Session>();
+
+  /** `closed` runs for every session that C_CloseSession or C_CloseAllSessions ends (its session objects go). */
+  constructor(private readonly closed: (handle: number) => void = () => undefined) {}
   // Handles are never reused within a helper's lifetime, so a stale handle can never reach another session.
   private nextHandle = 1;
 
@@ -50,6 +53,7 @@ export class SessionTable {
     session.closed = true;
     session.endAll();
     this.sessions.delete(session.handle);
+    this.closed(session.handle);
     const { token } = session;
     token.sessions.delete(session.handle);
     // Closing the token's last session logs the user out (v2.40 §5.6, C_CloseSession).

@@ -11,7 +11,9 @@ import { CKA, CKO, CKR } from "../pkcs11/constants.ts";
 import { Pkcs11Error } from "../pkcs11/error.ts";
 import { andThen, type Immediate } from "../session/immediate.ts";
 import { encodeUlong } from "./attributes.ts";
+import { aesLength } from "./aes-length.ts";
 import { buildKeyMaterial, type KeyMaterial } from "./key-material.ts";
+import { isOctKey, secretKeyObject, vaultSecretMaterial, type SecretMaterial, type SecretObjectSpec } from "./secret-key.ts";
 import { buildObjects, objectHandle, type ObjectIdentity, type TokenObject } from "./objects.ts";
 import { Backoff, isPassing } from "./retry.ts";
 import { ORIGIN_TAG, tagsWithIdentity } from "./tags.ts";
@@ -19,7 +21,10 @@ import { isManagedHsm, type CreatedKey, type FoundObject, type KeyRequest, type 
 import { vaultFailure } from "./vault-errors.ts";
 
 export interface LoadedToken {
-  material: KeyMaterial;
+  key: VaultKey;
+  /** An RSA or EC key's material; an AES key (Managed HSM) has `secret` instead. */
+  material?: KeyMaterial;
+  secret?: SecretMaterial;
   objects: TokenObject[];
 }
 
@@ -136,12 +141,12 @@ export class KeyToken implements Token {
     return andThen(this.orAbsent(() => this.current ?? this.load()), (loaded) => {
       const object = loaded?.objects.find((candidate) => candidate.handle === handle);
       if (!object) throw new Pkcs11Error(CKR.OBJECT_HANDLE_INVALID);
-      return { object, material: loaded!.material };
+      return { object, ...(loaded!.material ? { material: loaded!.material } : {}), ...(loaded!.secret ? { secret: loaded!.secret } : {}) };
     });
   }
 
-  offeredKeys(): Immediate<KeyMaterial | "none"> {
-    return andThen(this.orAbsent(() => this.current ?? this.load()), (loaded) => loaded?.material ?? "none");
+  offeredKeys(): Immediate<KeyMaterial | SecretMaterial | "none"> {
+    return andThen(this.orAbsent(() => this.current ?? this.load()), (loaded) => loaded?.material ?? loaded?.secret ?? "none");
   }
 
   /** A key the vault does not have makes an empty token rather than an error. */
@@ -176,6 +181,10 @@ export class KeyToken implements Token {
     this.loaded = this.build(key);
     log.info(`${this.label}: ${imported ? "imported" : "created"} key ${key.kid} in the slot's empty place '${name}'`);
     return { privateHandle: objectHandle(this.slotId, "private"), publicHandle: objectHandle(this.slotId, "public") };
+  }
+
+  createSecretKey(): Promise<number> {
+    return Promise.reject(new Pkcs11Error(CKR.TEMPLATE_INCONSISTENT, `${this.label}: a per-key slot shows its configured key; make AES token keys on a Managed HSM vault token (a slot with vault_url and no key_name), or set CKA_TOKEN false for a session key`));
   }
 
   storeCertificate(): Promise<number> {
@@ -216,12 +225,36 @@ export class KeyToken implements Token {
   private async fetch(): Promise<LoadedToken> {
     const { slot } = this;
     const started = Date.now();
+    // The certificate is asked for at the same time: one round trip, not two, before the first signature.
     const [key] = await Promise.all([this.backend.getKey(slot.vaultUrl, slot.keyName, slot.keyVersion), this.certificateKnown ? undefined : this.fetchCertificate()]);
+    if (isOctKey(key)) {
+      // An AES key has no certificate; its size may need a probe (aes-length.ts).
+      this.certificateKnown = true;
+      const length = await aesLength(this.backend, key, this.label);
+      const secret = vaultSecretMaterial(key, length, key.tags[ORIGIN_TAG] === "generated");
+      const object = secretKeyObject(secret, { ...this.secretSpec(key), handle: objectHandle(this.slotId, "secret") }, this.ulongSize);
+      log.debug(`${this.label}: loaded AES key ${key.kid} (${length === undefined ? "size unknown" : `${length * 8} bits`}) in ${Date.now() - started} ms`);
+      return { key, secret, objects: [object] };
+    }
     const loaded = this.build(key);
-    const { material } = loaded;
+    const material = loaded.material!;
     const certificate = material.certificate ? " with certificate" : this.certificateKnown ? "" : " (certificate pending)";
     log.debug(`${this.label}: loaded ${material.kind} key ${key.kid} (${material.keyBits} bits)${certificate} in ${Date.now() - started} ms`);
     return loaded;
+  }
+
+  private secretSpec(key: VaultKey): Omit<SecretObjectSpec, "handle"> {
+    return {
+      identity: { label: key.name },
+      token: true,
+      isPrivate: true,
+      modifiable: false,
+      destroyable: false,
+      uniqueId: `${key.vaultUrl}/keys/${key.name}#secret`,
+      allowedMechanisms: [],
+      ...(key.notBefore ? { startDate: key.notBefore } : {}),
+      ...(key.expiresOn ? { endDate: key.expiresOn } : {}),
+    };
   }
 
   /** Objects with deterministic handles (slot*16+kind+1), whether or not the certificate is there yet. */
@@ -243,7 +276,7 @@ export class KeyToken implements Token {
       },
       this.ulongSize,
     );
-    return { material, objects };
+    return { key, material, objects };
   }
 
   /**
@@ -281,7 +314,7 @@ export class KeyToken implements Token {
       this.certificateKnown = true;
       this.certificateDer = der;
       if (failures > 0) log.info(`${this.label}: ${der ? "read certificate" : "the vault has no certificate"} '${keyName}' after ${failures} failed attempt(s)${der ? "; the token shows it now" : ""}`);
-      if (this.loaded && der) this.loaded = this.build(this.loaded.material.key);
+      if (this.loaded?.material && der) this.loaded = this.build(this.loaded.key);
     } catch (error) {
       // A key without its certificate still signs; the certificate object comes when a retry succeeds.
       const delay = this.certificateRetry.failed(() => {

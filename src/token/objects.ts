@@ -11,8 +11,9 @@ import { AttributeSet } from "./attributes.ts";
 import { certificateFields, keyIdentifier, type CertificateFields } from "./der.ts";
 import type { KeyMaterial } from "./key-material.ts";
 
-export type ObjectKind = "private" | "public" | "certificate" | "authority";
-const KIND_INDEX: Record<ObjectKind, number> = { private: 0, public: 1, certificate: 2, authority: 3 };
+export type ObjectKind = "private" | "public" | "certificate" | "authority" | "secret";
+// A secret key (an AES key of a per-key slot) has no private key, so it takes that place.
+const KIND_INDEX: Record<ObjectKind, number> = { private: 0, public: 1, certificate: 2, authority: 3, secret: 0 };
 const HANDLES_PER_SLOT = 16;
 if (KIND_INDEX.authority + MAX_AUTHORITY_CERTIFICATES > HANDLES_PER_SLOT) throw new Error("object handles overlap between slots");
 

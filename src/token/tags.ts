@@ -47,3 +47,9 @@ export const CERTIFICATE_ID_TAG = "p11_cert_CKA_ID";
 
 /** How a key came to be, for CKA_LOCAL and CKA_NEVER_EXTRACTABLE: "generated" or "imported" through this module. */
 export const ORIGIN_TAG = "p11_pri_origin";
+
+/**
+ * An AES key's CKA_VALUE_LEN in bytes, written when this module makes the key: Managed HSM reports no size for
+ * an oct key and never returns its bytes (aes-length.ts probes the keys made elsewhere).
+ */
+export const SECRET_LENGTH_TAG = "p11_secret_CKA_VALUE_LEN";

@@ -6,6 +6,7 @@ import type { Immediate } from "../session/immediate.ts";
 import type { NewKeyProperties, NewKeySpec, ImportedKey } from "../vault/types.ts";
 import type { KeyMaterial } from "./key-material.ts";
 import type { ObjectIdentity, TokenObject } from "./objects.ts";
+import type { SecretMaterial } from "./secret-key.ts";
 
 export type LoginState = "public" | "user" | "so";
 
@@ -13,6 +14,8 @@ export interface FoundObject {
   object: TokenObject;
   /** The key behind a key object (and behind a key's certificate); absent for CA certificates. */
   material?: KeyMaterial;
+  /** The key behind a secret key object (a Managed HSM AES key, or a session key). */
+  secret?: SecretMaterial;
 }
 
 /** A key to make in the vault, already checked against the token's rules (src/session/key-management.ts). */
@@ -52,9 +55,11 @@ export interface Token {
   /** The object behind a handle; CKR_OBJECT_HANDLE_INVALID when the token has none. */
   object(handle: number): Immediate<FoundObject>;
   /** Whose mechanisms C_GetMechanismList shows: the token's one key, every key kind, or none but key generation. */
-  offeredKeys(): Immediate<KeyMaterial | "any" | "none">;
+  offeredKeys(): Immediate<KeyMaterial | SecretMaterial | "any" | "none">;
   /** C_GenerateKeyPair and C_CreateObject of a private key: makes the key in the vault. */
   createKey(request: KeyRequest, imported?: ImportedKey): Promise<CreatedKey>;
+  /** C_GenerateKey with CKA_TOKEN true: an AES key in a Managed HSM (`request.spec` is oct-HSM). */
+  createSecretKey(request: KeyRequest): Promise<number>;
   /** C_CreateObject of a certificate: stores it for the key whose public key it holds (or as a CA certificate). */
   storeCertificate(der: Buffer, identity: Partial<ObjectIdentity>): Promise<number>;
   /** C_SetAttributeValue of CKA_LABEL and CKA_ID on a key object. */

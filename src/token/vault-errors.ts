@@ -4,7 +4,7 @@ import { CKR, rvName } from "../pkcs11/constants.ts";
 import { Pkcs11Error } from "../pkcs11/error.ts";
 import { log } from "../log/log.ts";
 
-export type VaultOperation = "load" | "sign" | "decrypt" | "random" | "list" | WriteOperation;
+export type VaultOperation = "load" | "sign" | "decrypt" | "encrypt" | "wrap" | "unwrap" | "random" | "list" | WriteOperation;
 /** Operations that change the vault (C_GenerateKeyPair, C_CreateObject, C_SetAttributeValue, C_DestroyObject). */
 export type WriteOperation = "create" | "import" | "update" | "delete" | "store certificate" | "delete certificate";
 
@@ -32,7 +32,8 @@ function rvFor(error: VaultError, operation: VaultOperation): number {
       // The name the template asked for (CKA_LABEL, or the slot's key_name) is taken: it is never overwritten.
       return operation === "create" || operation === "import" ? CKR.ATTRIBUTE_VALUE_INVALID : CKR.FUNCTION_FAILED;
     case "bad-parameter":
-      return operation === "decrypt" ? CKR.ENCRYPTED_DATA_INVALID : CKR.FUNCTION_FAILED;
+      // The vault refuses a ciphertext, tag, pad or wrapped key it cannot open with a 400.
+      return operation === "decrypt" ? CKR.ENCRYPTED_DATA_INVALID : operation === "unwrap" ? CKR.WRAPPED_KEY_INVALID : CKR.FUNCTION_FAILED;
     case "auth":
     case "throttled":
     case "network":

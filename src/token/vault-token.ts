@@ -6,18 +6,21 @@
 import { createHash, randomBytes, X509Certificate } from "node:crypto";
 import type { VaultSlot } from "../config/types.ts";
 import { log } from "../log/log.ts";
-import { CK_CERTIFICATE_CATEGORY, CKA, CKC, CKO, CKR } from "../pkcs11/constants.ts";
+import { CK_CERTIFICATE_CATEGORY, CKA, CKC, CKK, CKO, CKR } from "../pkcs11/constants.ts";
 import { Pkcs11Error } from "../pkcs11/error.ts";
 import type { Attribute } from "../protocol/codec.ts";
 import { andThen, type Immediate } from "../session/immediate.ts";
-import { VaultError, type ImportedKey, type StoredCertificate, type VaultBackend, type VaultKey, type VaultKeyListing } from "../vault/types.ts";
+import { VaultError, type ImportedKey, type NewKeySpec, type StoredCertificate, type VaultBackend, type VaultKey, type VaultKeyListing } from "../vault/types.ts";
 import { AttributeSet } from "./attributes.ts";
 import { certificateFields, keyIdentifier } from "./der.ts";
 import { VaultHandles } from "./handles.ts";
 import { buildKeyMaterial, type KeyMaterial } from "./key-material.ts";
 import { authorityLabel, authorityObject, buildObjects, common, type ObjectIdentity, type ObjectKind, type TokenObject } from "./objects.ts";
 import { Backoff, isPassing } from "./retry.ts";
-import { ORIGIN_TAG } from "./tags.ts";
+import { ORIGIN_TAG, SECRET_LENGTH_TAG } from "./tags.ts";
+import { aesLength } from "./aes-length.ts";
+import { isOctKey, secretKeyObject, vaultSecretMaterial, type SecretMaterial } from "./secret-key.ts";
+import { allowedMechanisms } from "../mechanisms/table.ts";
 import { CERTIFICATE_AUTHORITY_TAG, CERTIFICATE_ID_TAG, CERTIFICATE_KEY_TAG, CERTIFICATE_LABEL_TAG, identityFromTags, idTag, tagsWithIdentity } from "./tags.ts";
 import type { CreatedKey, FoundObject, KeyRequest, LoginState, Token } from "./token.ts";
 import { vaultFailure } from "./vault-errors.ts";
@@ -25,12 +28,15 @@ import { vaultFailure } from "./vault-errors.ts";
 /** Keys read at once when a find has to look at their public material. */
 const LOADS_IN_FLIGHT = 8;
 const KEY_NAME = /^[0-9A-Za-z-]{1,127}$/;
-const KIND_OFFSET: Record<Exclude<ObjectKind, "authority">, number> = { private: 0, public: 1, certificate: 2 };
+// An AES key (Managed HSM) has one object, in the private key's place.
+const KIND_OFFSET: Record<Exclude<ObjectKind, "authority">, number> = { private: 0, public: 1, certificate: 2, secret: 0 };
 const AUTHORITY_OFFSET = 3;
 
 interface LoadedKey {
   key: VaultKey;
-  material: KeyMaterial;
+  /** RSA and EC keys; an AES key has `secret` instead. */
+  material?: KeyMaterial;
+  secret?: SecretMaterial;
   objects: TokenObject[];
 }
 
@@ -216,7 +222,13 @@ export class VaultToken implements Token {
         for (const object of entry.loaded.objects) if (object.attributes.matches(template)) handles.push(object.handle);
         continue;
       }
-      for (const kind of this.kindsOf(entry)) {
+      const kinds = this.kindsOf(entry);
+      if (!kinds) {
+        // A Managed HSM key made elsewhere may be RSA, EC or AES: only reading it tells which objects it has.
+        pending?.add(entry);
+        continue;
+      }
+      for (const kind of kinds) {
         const decision = this.skeleton(entry, kind).decide(template);
         if (decision === true) handles.push(entry.base + KIND_OFFSET[kind]);
         else if (decision === undefined) pending?.add(entry);
@@ -246,11 +258,16 @@ export class VaultToken implements Token {
     await Promise.all([...Array.from({ length: Math.min(LOADS_IN_FLIGHT, entries.length) }, worker), ...authorities.map((authority) => this.loadAuthority(authority))]);
   }
 
-  private kindsOf(entry: KeyEntry): Array<Exclude<ObjectKind, "authority">> {
+  /** The objects a key has, as far as the listing tells; undefined when only reading the key can. */
+  private kindsOf(entry: KeyEntry): Array<Exclude<ObjectKind, "authority">> | undefined {
+    if (entry.tags[SECRET_LENGTH_TAG] !== undefined) return ["secret"];
+    // Key Vault vaults hold RSA and EC keys only; on a Managed HSM only this module's tags tell.
+    if (this.managedHsm && entry.tags[ORIGIN_TAG] === undefined) return undefined;
     return entry.vaultCertificate || entry.stored ? ["private", "public", "certificate"] : ["private", "public"];
   }
 
   private identity(entry: KeyEntry, kind: Exclude<ObjectKind, "authority">): ObjectIdentity {
+    if (kind === "secret") return identityFromTags(entry.tags, "private", entry.name);
     if (kind !== "certificate") return identityFromTags(entry.tags, kind, entry.name);
     const own = identityFromTags(entry.tags, "private", entry.name);
     const tags = entry.stored?.tags;
@@ -263,9 +280,15 @@ export class VaultToken implements Token {
   /** What the listing tells of an object before its key is read. */
   private skeleton(entry: KeyEntry, kind: Exclude<ObjectKind, "authority">): AttributeSet {
     const identity = this.identity(entry, kind);
-    const objectClass = kind === "private" ? CKO.PRIVATE_KEY : kind === "public" ? CKO.PUBLIC_KEY : CKO.CERTIFICATE;
-    const set = common(new AttributeSet(this.ulongSize), objectClass, kind === "private", identity.label, `${this.uniqueBase(entry)}#${kind}`, kind !== "certificate", kind === "private" || (kind === "certificate" && Boolean(entry.stored)));
+    const objectClass = kind === "private" ? CKO.PRIVATE_KEY : kind === "public" ? CKO.PUBLIC_KEY : kind === "secret" ? CKO.SECRET_KEY : CKO.CERTIFICATE;
+    const secretOrPrivate = kind === "private" || kind === "secret";
+    const set = common(new AttributeSet(this.ulongSize), objectClass, secretOrPrivate, identity.label, `${this.uniqueBase(entry)}#${kind}`, kind !== "certificate", secretOrPrivate || (kind === "certificate" && Boolean(entry.stored)));
     if (identity.id) set.bytes(CKA.ID, identity.id);
+    if (kind === "secret") {
+      set.ulong(CKA.KEY_TYPE, CKK.AES);
+      const length = Number(entry.tags[SECRET_LENGTH_TAG]);
+      if (Number.isInteger(length)) set.ulong(CKA.VALUE_LEN, length);
+    }
     if (kind === "certificate") set.ulong(CKA.CERTIFICATE_TYPE, CKC.X_509).ulong(CKA.CERTIFICATE_CATEGORY, CK_CERTIFICATE_CATEGORY.TOKEN_USER);
     return set;
   }
@@ -299,7 +322,7 @@ export class VaultToken implements Token {
       return andThen(this.loadKey(entry), (loaded) => {
         const object = loaded.objects.find((candidate) => candidate.handle === handle);
         if (!object) throw new Pkcs11Error(CKR.OBJECT_HANDLE_INVALID);
-        return { object, material: loaded.material };
+        return { object, ...(loaded.material ? { material: loaded.material } : {}), ...(loaded.secret ? { secret: loaded.secret } : {}) };
       });
     });
   }
@@ -331,6 +354,17 @@ export class VaultToken implements Token {
       }
       throw vaultFailure(error, where, "load");
     }
+    if (isOctKey(key)) {
+      let length: number | undefined;
+      try {
+        length = await aesLength(this.backend, key, where);
+      } catch (error) {
+        throw vaultFailure(error, where, "load");
+      }
+      entry.tags = { ...key.tags };
+      entry.loaded = this.buildSecret(entry, key, length);
+      return entry.loaded;
+    }
     try {
       entry.loaded = this.build(entry, key, certificate);
     } catch (error) {
@@ -361,6 +395,47 @@ export class VaultToken implements Token {
       this.ulongSize,
     );
     return { key, material, objects };
+  }
+
+  private buildSecret(entry: KeyEntry, key: VaultKey, length: number | undefined): LoadedKey {
+    const secret = vaultSecretMaterial(key, length, key.tags[ORIGIN_TAG] === "generated");
+    const object = secretKeyObject(
+      secret,
+      {
+        handle: entry.base + KIND_OFFSET.secret,
+        identity: this.identity(entry, "secret"),
+        token: true,
+        isPrivate: true,
+        modifiable: true,
+        destroyable: true,
+        uniqueId: `${this.uniqueBase(entry)}#secret`,
+        allowedMechanisms: allowedMechanisms(secret, "secret"),
+        ...(key.notBefore ? { startDate: key.notBefore } : {}),
+        ...(key.expiresOn ? { endDate: key.expiresOn } : {}),
+      },
+      this.ulongSize,
+    );
+    return { key, secret, objects: [object] };
+  }
+
+  /** C_GenerateKey with CKA_TOKEN true: an AES key in the Managed HSM, its size and identity in tags. */
+  async createSecretKey(request: KeyRequest): Promise<number> {
+    await this.whenListed();
+    if (!this.managedHsm) throw new Pkcs11Error(CKR.TEMPLATE_INCONSISTENT, `${this.label}: Key Vault vaults hold no AES keys; make token AES keys on a Managed HSM, or set CKA_TOKEN false for a session key`);
+    const name = this.nameFor(request);
+    const spec = request.spec as Extract<NewKeySpec, { kty: "oct-HSM" }>;
+    const tags = { ...tagsWithIdentity(request.properties.tags, { private: request.identities.private }), [SECRET_LENGTH_TAG]: String(spec.keySize / 8) };
+    let key: VaultKey;
+    try {
+      key = await this.backend.createKey(this.slot.vaultUrl, name, spec, { ...request.properties, tags });
+    } catch (error) {
+      throw vaultFailure(error, `${this.label}/${name}`, "create");
+    }
+    const entry = this.addKey({ name: key.name, kid: `${this.slot.vaultUrl}/keys/${key.name}`, enabled: key.enabled, managed: false, tags: key.tags }, false, undefined);
+    entry.tags = { ...key.tags };
+    entry.loaded = this.buildSecret(entry, key, spec.keySize / 8);
+    log.info(`${this.label}: created ${spec.keySize}-bit AES key ${key.kid}`);
+    return entry.base + KIND_OFFSET.secret;
   }
 
   private loadAuthority(authority: AuthorityEntry): Immediate<TokenObject> {
@@ -463,7 +538,7 @@ export class VaultToken implements Token {
     const rest = this.keys.filter((entry) => !likely.includes(entry));
     for (const group of [likely, rest]) {
       await this.loadAll(group, []);
-      const found = group.find((entry) => entry.loaded?.material.spkiDer.equals(spki));
+      const found = group.find((entry) => entry.loaded?.material?.spkiDer.equals(spki));
       if (found) return found;
     }
     return undefined;
@@ -486,21 +561,31 @@ export class VaultToken implements Token {
 
   async setIdentity(handle: number, change: Partial<ObjectIdentity>): Promise<void> {
     const { object } = await this.object(handle);
-    if (object.kind !== "private" && object.kind !== "public") {
+    if (object.kind !== "private" && object.kind !== "public" && object.kind !== "secret") {
       throw new Pkcs11Error(CKR.ACTION_PROHIBITED, `${this.label}: only key objects change their CKA_LABEL and CKA_ID here`);
     }
     const entry = this.byBase.get(VaultHandles.baseOf(handle))!;
     const loaded = entry.loaded!;
     let key: VaultKey;
+    if (object.kind === "secret") {
+      try {
+        key = await this.backend.updateKeyTags(loaded.key, tagsWithIdentity(entry.tags, { private: change }));
+      } catch (error) {
+        throw vaultFailure(error, `${this.label}/${entry.name}`, "update");
+      }
+      entry.tags = { ...key.tags };
+      entry.loaded = this.buildSecret(entry, key, loaded.secret!.length);
+      return;
+    }
     try {
       // The other side keeps what it shows now, even where it only followed this side's tags until now.
       const other = object.kind === "private" ? "public" : "private";
-      const pinned = { label: this.identity(entry, other).label, ...(change.id !== undefined || entry.tags[idTag(other)] !== undefined || entry.tags[idTag(object.kind)] !== undefined ? { id: this.identity(entry, other).id ?? loaded.material.id } : {}) };
+      const pinned = { label: this.identity(entry, other).label, ...(change.id !== undefined || entry.tags[idTag(other)] !== undefined || entry.tags[idTag(object.kind)] !== undefined ? { id: this.identity(entry, other).id ?? loaded.material!.id } : {}) };
       key = await this.backend.updateKeyTags(loaded.key, tagsWithIdentity(entry.tags, { [other]: pinned, [object.kind]: change }));
     } catch (error) {
       throw vaultFailure(error, `${this.label}/${entry.name}`, "update");
     }
-    entry.loaded = this.build(entry, key, loaded.material.certificate?.der);
+    entry.loaded = this.build(entry, key, loaded.material!.certificate?.der);
   }
 
   async destroy(handle: number): Promise<void> {
