@@ -12,12 +12,14 @@
 // Floor and module runs alternate in BENCH_ROUNDS rounds (default 4) and each figure is a median over rounds.
 // Targets (reported, never asserted in tests): overhead within 0.3 ms of the floor; at 20 ms, 16 threads deliver at
 // least 12x the single-thread throughput. These figures are for private helpers (AZURE_KEYVAULT_PKCS11_AGENT=0);
-// bench/agent.ts then compares the shared agent with them. BENCH_ONLY=module or BENCH_ONLY=agent runs one part.
+// bench/agent.ts then compares the shared agent with them, and bench/vault-token.ts a vault token over 500 keys
+// with a per-key slot. BENCH_ONLY=module, BENCH_ONLY=agent or BENCH_ONLY=vault-token runs one part.
 import { createPublicKey, createHash, verify } from "node:crypto";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { benchAgent, printAgentSummary } from "./agent.ts";
+import { benchVaultToken, printVaultTokenSummary } from "./vault-token.ts";
 import { buildDriver, getToken, jwkOf, measureFloor, median, modulePath, root, run, startEmulator } from "./common.ts";
 
 // At 20 ms a single thread signs ~45 times a second and single latencies vary by a millisecond on a shared
@@ -31,9 +33,14 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 4);
  * this long-lived process; the cold cost is reported on its own as coldStartMedianMs.
  */
 const WARMUP_SECONDS = Number(process.env.BENCH_WARMUP_SECONDS ?? 1);
-/** BENCH_ONLY=module runs only the figures above, BENCH_ONLY=agent only the shared agent's (bench/agent.ts). */
+/**
+ * BENCH_ONLY=module runs only the figures above, BENCH_ONLY=agent only the shared agent's (bench/agent.ts),
+ * BENCH_ONLY=vault-token only the vault token's (bench/vault-token.ts).
+ */
 const only = process.env.BENCH_ONLY;
-if (only !== undefined && only !== "module" && only !== "agent") throw new Error(`BENCH_ONLY must be module or agent, not ${only}`);
+if (only !== undefined && only !== "module" && only !== "agent" && only !== "vault-token") {
+  throw new Error(`BENCH_ONLY must be module, agent or vault-token, not ${only}`);
+}
 
 const message = Buffer.from("azure-keyvault-pkcs11 benchmark message");
 const messageDigestHex = createHash("sha256").update(message).digest("hex");
@@ -122,7 +129,7 @@ async function benchAtLatency(binary: string, latencyMs: number): Promise<Record
 }
 
 const binary = await buildDriver();
-if (only !== "agent") {
+if (only === undefined || only === "module") {
   const results = [];
   for (const latency of [0, 20]) {
     const result = await benchAtLatency(binary, latency);
@@ -137,4 +144,5 @@ if (only !== "agent") {
       `one helper round trip ${zero!["helperRoundTripMs"]} ms at 0 ms, ${twenty!["helperRoundTripMs"]} ms at 20 ms\n`,
   );
 }
-if (only !== "module") printAgentSummary(await benchAgent(binary));
+if (only === undefined || only === "agent") printAgentSummary(await benchAgent(binary));
+if (only === undefined || only === "vault-token") printVaultTokenSummary(await benchVaultToken());

@@ -506,12 +506,20 @@ export class VaultToken implements Token {
       return this.storeAuthority(der, parsed, fields.subjectPublicKeyInfo, identity);
     }
     const own = this.identity(entry, "private");
-    const name = entry.stored?.name ?? storedCertificateName(entry.name);
+    let name = entry.stored?.name ?? storedCertificateName(entry.name);
     const tags: Record<string, string> = { [CERTIFICATE_KEY_TAG]: entry.name, [CERTIFICATE_LABEL_TAG]: identity.label ?? own.label };
     const id = identity.id ?? own.id;
     if (id) tags[CERTIFICATE_ID_TAG] = id.toString("hex");
     try {
-      await this.backend.storeCertificate(this.slot.vaultUrl, name, der, tags);
+      try {
+        await this.backend.storeCertificate(this.slot.vaultUrl, name, der, tags);
+      } catch (error) {
+        // A certificate replaced by destroy + create (keytool -importcert) leaves the old secret soft-deleted, and a
+        // soft-deleted name cannot be set again: store under a fresh name, as listings find the secret by its tags.
+        if (!(error instanceof VaultError && error.kind === "conflict")) throw error;
+        name = `${name.slice(0, 118)}-${randomBytes(4).toString("hex")}`;
+        await this.backend.storeCertificate(this.slot.vaultUrl, name, der, tags);
+      }
     } catch (error) {
       throw vaultFailure(error, `${this.label}/${entry.name}`, "store certificate");
     }

@@ -57,6 +57,8 @@ export interface ClientFixture {
   keys: ClientKey[];
   /** The user PIN, only for the SoftHSM backend; the Key Vault tokens need none. */
   pin?: string;
+  /** With `vaultToken: true`: the vault token and the emulator's REST API. */
+  vault?: VaultRest;
   file(name: string): string;
   run(file: string, args: readonly string[], options?: Partial<RunOptions>): Promise<RunResult>;
   /** Runs and throws with the full output unless the command exits 0. */
@@ -76,6 +78,40 @@ export interface ClientFixtureOptions {
    * and accepts one for S/MIME signing or whose only extended key usage is code signing).
    */
   certificateUsage?: "tls-and-code-signing" | "codeSigning";
+  /**
+   * Also a vault token: a third config.json slot `{ "vault_url": <emulator>, "label": "vault" }`, whose objects are
+   * every key of the vault (issue #10), and `fixture.vault`, the emulator's REST API for the checks. Module backend
+   * only.
+   */
+  vaultToken?: boolean;
+  /** Permissions the emulator refuses with 403 ForbiddenByPolicy (its --deny), e.g. ["keys/create"]. */
+  deny?: string[];
+}
+
+/** A key as the vault's REST API returns it, read independently of the module. */
+export interface VaultKeyView {
+  kid: string;
+  /** The key's version: the last segment of its kid. */
+  version: string;
+  kty: string;
+  /** RSA modulus bits, of the JWK's n. */
+  modulusBits?: number;
+  crv?: string;
+  keyOps: string[];
+  tags: Record<string, string>;
+  /** From the JWK. */
+  publicKey: KeyObject;
+}
+
+/** The emulator's REST API, with the fixture's own managed-identity token. */
+export interface VaultRest {
+  /** The vault token's label in config.json. */
+  tokenLabel: string;
+  url: string;
+  /** GET /keys/{name}: the latest version, or undefined on 404. */
+  key(name: string): Promise<VaultKeyView | undefined>;
+  /** GET /deletedkeys/{name}: the deleted key bundle, or undefined on 404 (not deleted, or purged). */
+  deletedKey(name: string): Promise<Record<string, unknown> | undefined>;
 }
 
 interface EmulatorInfo {
@@ -85,23 +121,23 @@ interface EmulatorInfo {
   caPem: string;
 }
 
-function httpsGetJson(url: string, headers: Record<string, string>, ca: string): Promise<unknown> {
+/** One request with a deadline; the body parsed as JSON when there is one. */
+function httpsJson(url: string, headers: Record<string, string>, ca: string): Promise<{ status: number; body: unknown; text: string }> {
   return new Promise((resolve, reject) => {
     const get = url.startsWith("http:") ? http.get : https.get;
     const request = get(url, { headers, ca, timeout: 15_000 }, (response) => {
       const chunks: Buffer[] = [];
       response.on("data", (chunk: Buffer) => chunks.push(chunk));
       response.on("end", () => {
-        const body = Buffer.concat(chunks).toString("utf8");
-        if (response.statusCode !== 200) {
-          reject(new Error(`GET ${url}: HTTP ${response.statusCode}: ${body.slice(0, 500)}`));
+        const text = Buffer.concat(chunks).toString("utf8");
+        let body: unknown;
+        try {
+          body = text === "" ? undefined : JSON.parse(text);
+        } catch (error) {
+          reject(new Error(`GET ${url}: HTTP ${response.statusCode}, not JSON: ${(error as Error).message}`));
           return;
         }
-        try {
-          resolve(JSON.parse(body));
-        } catch (error) {
-          reject(new Error(`GET ${url}: not JSON: ${(error as Error).message}`));
-        }
+        resolve({ status: response.statusCode ?? 0, body, text });
       });
       response.on("error", reject);
     });
@@ -110,8 +146,13 @@ function httpsGetJson(url: string, headers: Record<string, string>, ca: string):
   });
 }
 
-/** Reads a key's JWK and its certificate straight from the (emulated) vault REST API. */
-async function fetchFromVault(emulator: EmulatorInfo, keyName: string): Promise<{ publicKey: KeyObject; certificate: X509Certificate }> {
+async function httpsGetJson(url: string, headers: Record<string, string>, ca: string): Promise<unknown> {
+  const { status, body, text } = await httpsJson(url, headers, ca);
+  if (status !== 200) throw new Error(`GET ${url}: HTTP ${status}: ${text.slice(0, 500)}`);
+  return body;
+}
+
+async function vaultAuthorization(emulator: EmulatorInfo): Promise<Record<string, string>> {
   const tokenUrl = new URL(emulator.identityEndpoint);
   tokenUrl.searchParams.set("resource", "https://vault.azure.net");
   tokenUrl.searchParams.set("api-version", "2019-08-01");
@@ -119,25 +160,73 @@ async function fetchFromVault(emulator: EmulatorInfo, keyName: string): Promise<
     access_token?: string;
   };
   if (typeof token.access_token !== "string") throw new Error("the emulator's identity endpoint returned no access_token");
-  const authorization = { Authorization: `Bearer ${token.access_token}` };
+  return { Authorization: `Bearer ${token.access_token}` };
+}
+
+/** The public key of a vault JWK (private members, key_ops and kid dropped; -HSM types are the same key types). */
+function publicKeyOfJwk(key: Record<string, unknown>): KeyObject {
+  const jwk: Record<string, unknown> = {};
+  for (const field of ["kty", "n", "e", "crv", "x", "y"]) if (key[field] !== undefined) jwk[field] = key[field];
+  if (jwk.kty === "RSA-HSM") jwk.kty = "RSA";
+  if (jwk.kty === "EC-HSM") jwk.kty = "EC";
+  return createPublicKey({ key: jwk as never, format: "jwk" });
+}
+
+function vaultRest(emulator: EmulatorInfo, tokenLabel: string): VaultRest {
+  const base = emulator.url.replace(/\/+$/, "");
+  // A token per check rather than one kept: a handful of token requests cost nothing and none can expire mid-run.
+  const get = async (pathname: string) => httpsJson(`${base}${pathname}?api-version=7.5`, await vaultAuthorization(emulator), emulator.caPem);
+  const okOrMissing = (what: string, reply: { status: number; text: string }): boolean => {
+    if (reply.status === 404) return false;
+    if (reply.status !== 200) throw new Error(`GET ${what}: HTTP ${reply.status}: ${reply.text.slice(0, 500)}`);
+    return true;
+  };
+  return {
+    tokenLabel,
+    url: emulator.url,
+    async key(name) {
+      const reply = await get(`/keys/${encodeURIComponent(name)}`);
+      if (!okOrMissing(`/keys/${name}`, reply)) return undefined;
+      const bundle = reply.body as { key?: Record<string, unknown>; tags?: Record<string, string> };
+      const jwk = bundle.key;
+      if (!jwk || typeof jwk.kid !== "string" || typeof jwk.kty !== "string") throw new Error(`the vault returned no JWK for ${name}: ${reply.text}`);
+      const view: VaultKeyView = {
+        kid: jwk.kid,
+        version: jwk.kid.split("/").pop() ?? "",
+        kty: jwk.kty,
+        keyOps: Array.isArray(jwk.key_ops) ? (jwk.key_ops as string[]) : [],
+        tags: bundle.tags ?? {},
+        publicKey: publicKeyOfJwk(jwk),
+      };
+      const bits = view.publicKey.asymmetricKeyDetails?.modulusLength;
+      if (bits !== undefined) view.modulusBits = bits;
+      if (typeof jwk.crv === "string") view.crv = jwk.crv;
+      return view;
+    },
+    async deletedKey(name) {
+      const reply = await get(`/deletedkeys/${encodeURIComponent(name)}`);
+      return okOrMissing(`/deletedkeys/${name}`, reply) ? (reply.body as Record<string, unknown>) : undefined;
+    },
+  };
+}
+
+/** Reads a key's JWK and its certificate straight from the (emulated) vault REST API. */
+async function fetchFromVault(emulator: EmulatorInfo, keyName: string): Promise<{ publicKey: KeyObject; certificate: X509Certificate }> {
+  const authorization = await vaultAuthorization(emulator);
   const base = emulator.url.replace(/\/+$/, "");
   const key = (await httpsGetJson(`${base}/keys/${keyName}?api-version=7.5`, authorization, emulator.caPem)) as { key?: Record<string, unknown> };
   if (!key.key) throw new Error(`the vault returned no JWK for ${keyName}`);
-  const jwk = { ...key.key };
-  delete jwk.key_ops;
-  delete jwk.kid;
-  if (jwk.kty === "RSA-HSM") jwk.kty = "RSA";
-  if (jwk.kty === "EC-HSM") jwk.kty = "EC";
-  const publicKey = createPublicKey({ key: jwk as never, format: "jwk" });
+  const publicKey = publicKeyOfJwk(key.key);
   const certificate = (await httpsGetJson(`${base}/certificates/${keyName}?api-version=7.5`, authorization, emulator.caPem)) as { cer?: string };
   if (typeof certificate.cer !== "string") throw new Error(`the vault returned no certificate for ${keyName}`);
   return { publicKey, certificate: new X509Certificate(Buffer.from(certificate.cer, "base64")) };
 }
 
-async function startEmulatorProcess(dir: string, env: NodeJS.ProcessEnv, certs: string): Promise<{ daemon: Daemon; info: EmulatorInfo }> {
+async function startEmulatorProcess(dir: string, env: NodeJS.ProcessEnv, certs: string, deny: readonly string[] = []): Promise<{ daemon: Daemon; info: EmulatorInfo }> {
   const cli = path.join(repoRoot, "build", "cli.cjs");
   if (!existsSync(cli)) throw new Error(`${cli} is missing: run \`npm run build\` first`);
-  const daemon = startDaemon(process.execPath, [cli, "emulator", "--port", "0", "--keys", "rsa-key:RSA:2048,ec-key:EC:P-256", "--certs", certs], {
+  const denyArgs = deny.length > 0 ? ["--deny", deny.join(",")] : [];
+  const daemon = startDaemon(process.execPath, [cli, "emulator", "--port", "0", "--keys", "rsa-key:RSA:2048,ec-key:EC:P-256", "--certs", certs, ...denyArgs], {
     env,
     cwd: dir,
   });
@@ -269,8 +358,11 @@ async function startSoftHsm(dir: string, env: NodeJS.ProcessEnv, pin: string, ex
   return { rsa: keys[0] as ClientKey, ec: keys[1] as ClientKey };
 }
 
+const VAULT_TOKEN_LABEL = "vault";
+
 export async function startClientFixture(options: ClientFixtureOptions = {}): Promise<ClientFixture> {
   const backend = process.env.AKV_CLIENT_TESTS_BACKEND === "softhsm" ? "softhsm" : "module";
+  if (backend === "softhsm" && (options.vaultToken || options.deny)) throw new Error("vaultToken and deny need the module backend (an emulated vault)");
   const codeSigningOnly = options.certificateUsage === "codeSigning";
   const dir = await mkdtemp(path.join(tmpdir(), "akv-clients-"));
   const env = baseEnv(dir);
@@ -280,6 +372,7 @@ export async function startClientFixture(options: ClientFixtureOptions = {}): Pr
   let keys: { rsa: ClientKey; ec: ClientKey };
   let pin: string | undefined;
   let chosenModule: string;
+  let vault: VaultRest | undefined;
   try {
     if (backend === "softhsm") {
       pin = "1234";
@@ -288,7 +381,7 @@ export async function startClientFixture(options: ClientFixtureOptions = {}): Pr
     } else {
       chosenModule = modulePath;
       if (!existsSync(modulePath)) throw new Error(`${modulePath} is missing: run \`npm run build\` first`);
-      const { daemon, info } = await startEmulatorProcess(dir, env, codeSigningOnly ? "all:codeSigning" : "all");
+      const { daemon, info } = await startEmulatorProcess(dir, env, codeSigningOnly ? "all:codeSigning" : "all", options.deny);
       daemons.push(daemon);
       const caFile = path.join(dir, "emulator-ca.pem");
       await writeFile(caFile, info.caPem);
@@ -301,8 +394,12 @@ export async function startClientFixture(options: ClientFixtureOptions = {}): Pr
       keys = { rsa: made[0] as ClientKey, ec: made[1] as ClientKey };
       const configFile = path.join(dir, "config.json");
       const config = {
-        slots: [keys.rsa, keys.ec].map((key) => ({ label: key.tokenLabel, key_name: key.keyName, vault_url: info.url })),
+        slots: [
+          ...[keys.rsa, keys.ec].map((key) => ({ label: key.tokenLabel, key_name: key.keyName, vault_url: info.url })),
+          ...(options.vaultToken ? [{ vault_url: info.url, label: VAULT_TOKEN_LABEL }] : []),
+        ],
       };
+      if (options.vaultToken) vault = vaultRest(info, VAULT_TOKEN_LABEL);
       await writeFile(configFile, `${JSON.stringify(config, null, 2)}\n`);
       Object.assign(env, {
         AZURE_KEYVAULT_PKCS11_CONFIG: configFile,
@@ -370,6 +467,7 @@ export async function startClientFixture(options: ClientFixtureOptions = {}): Pr
     },
   };
   if (pin !== undefined) fixture.pin = pin;
+  if (vault !== undefined) fixture.vault = vault;
   return fixture;
 }
 
