@@ -4,6 +4,7 @@
 import { CKA, CKK, CKM, CKO, CKR, mechanismName } from "../pkcs11/constants.ts";
 import { Pkcs11Error } from "../pkcs11/error.ts";
 import type { Attribute, Mechanism } from "../protocol/codec.ts";
+import { log } from "../log/log.ts";
 import { TemplateReader } from "../token/template.ts";
 import type { KeyRequest } from "../token/token.ts";
 import type { NewKeySpec } from "../vault/types.ts";
@@ -63,7 +64,8 @@ export function readKeyAttributes(reader: TemplateReader, objectClass: number, k
     if (value === true) into.keyOps.add(operation);
   }
   reader.require(CKA.TOKEN, true, "keys live in the vault, so they are token objects");
-  reader.require(CKA.DERIVE, false, "Key Vault keys do not derive");
+  // OpenSC's pkcs11-tool asks every EC key to derive: the key is made, shows CKA_DERIVE false, and a debug line says why.
+  if (reader.bool(CKA.DERIVE) === true) log.debug(`${reader.what}: CKA_DERIVE true is not honoured: Key Vault keys do not derive (the key shows CKA_DERIVE false)`);
   reader.require(CKA.COPYABLE, false, "vault keys are not copied");
   reader.require(CKA.DESTROYABLE, true, "the private key can be destroyed (soft-deleted in the vault)");
   reader.require(CKA.MODIFIABLE, true, "CKA_LABEL and CKA_ID stay modifiable");

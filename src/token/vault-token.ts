@@ -344,7 +344,7 @@ export class VaultToken implements Token {
     try {
       [key, certificate] = await Promise.all([
         this.backend.getKey(vaultUrl, entry.name),
-        entry.stored ? this.backend.getStoredCertificate(vaultUrl, entry.stored.name) : entry.vaultCertificate ? this.backend.getCertificate(vaultUrl, entry.name) : undefined,
+        this.certificateOf(entry),
       ]);
     } catch (error) {
       if (error instanceof VaultError && error.kind === "not-found") {
@@ -375,6 +375,24 @@ export class VaultToken implements Token {
     }
     entry.tags = { ...key.tags };
     return entry.loaded;
+  }
+
+  /**
+   * The key's certificate, if the listing said it has one. A stored certificate that is gone since (replaced or
+   * destroyed by another process) leaves the key without one; it never hides the key.
+   */
+  private async certificateOf(entry: KeyEntry): Promise<Buffer | undefined> {
+    const vaultUrl = this.slot.vaultUrl;
+    if (entry.stored) {
+      try {
+        return await this.backend.getStoredCertificate(vaultUrl, entry.stored.name);
+      } catch (error) {
+        if (!(error instanceof VaultError && error.kind === "not-found")) throw error;
+        log.info(`${this.label}/${entry.name}: the stored certificate '${entry.stored.name}' is gone from the vault; the key shows without it`);
+        entry.stored = undefined;
+      }
+    }
+    return entry.vaultCertificate ? this.backend.getCertificate(vaultUrl, entry.name) : undefined;
   }
 
   private build(entry: KeyEntry, key: VaultKey, certificate: Buffer | undefined): LoadedKey {

@@ -69,6 +69,7 @@ export class AzureVaultBackend implements VaultBackend {
   private readonly env: NodeJS.ProcessEnv;
   private readonly credential: TokenCredential;
   private readonly vaults = new Map<string, VaultClients>();
+  private readonly kindProbes = new Map<string, Promise<ServiceKind>>();
   private readonly cryptoClients = new Map<string, CryptographyClient>();
   /** What each vault's first authentication challenge said it is (its resource), learned by challengePolicy. */
   private readonly learnedKinds = new Map<string, ServiceKind>();
@@ -198,9 +199,19 @@ export class AzureVaultBackend implements VaultBackend {
     return Buffer.concat(chunks);
   }
 
-  async serviceKind(vaultUrl: string): Promise<ServiceKind> {
+  serviceKind(vaultUrl: string): Promise<ServiceKind> {
     const known = this.knownKind(vaultUrl);
-    if (known) return known;
+    if (known) return Promise.resolve(known);
+    // Callers that ask at once (a vault token's three listings) share one probe.
+    let probe = this.kindProbes.get(vaultUrl);
+    if (!probe) {
+      probe = this.probeServiceKind(vaultUrl).finally(() => this.kindProbes.delete(vaultUrl));
+      this.kindProbes.set(vaultUrl, probe);
+    }
+    return probe;
+  }
+
+  private async probeServiceKind(vaultUrl: string): Promise<ServiceKind> {
     const { keys } = this.clients(vaultUrl);
     // Nothing has gone to this vault yet: one listing page of one key brings the challenge. What the request
     // itself answers after the challenge (a 403 without keys/list, say) does not matter here.

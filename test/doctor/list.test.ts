@@ -114,3 +114,18 @@ test("a key the vault does not have: the token is listed with the reason, and th
   t.deepEqual(tokens[0]!.objects, []);
   t.regex(tokens[0]!.error ?? "", /the vault has no key 'no-such-key': the token is empty until C_GenerateKeyPair creates it/);
 });
+
+test("a vault token lists every key of the vault, with the same ids as the per-key slots", async (t) => {
+  const configPath = path.join(fixture.dir, "list-vault.json");
+  await writeFile(configPath, JSON.stringify({ slots: [{ vault_url: fixture.emulator.url, label: "whole vault" }] }));
+  const { tokens, code, text } = await list({ AZURE_KEYVAULT_PKCS11_CONFIG: configPath });
+  t.is(code, 0, text);
+  t.is(tokens.length, 1);
+  const objects = tokens[0]!.objects;
+  t.deepEqual(objects.map((object) => `${object.class} ${object.label}`).sort(), ["CKO_CERTIFICATE rsa", "CKO_PRIVATE_KEY ec", "CKO_PRIVATE_KEY rsa", "CKO_PUBLIC_KEY ec", "CKO_PUBLIC_KEY rsa"]);
+  const { tokens: perKey } = await list();
+  for (const object of objects) {
+    const same = perKey.flatMap((token) => token.objects).find((other) => other.class === object.class && other.id === object.id);
+    t.truthy(same, `${object.class} ${object.label} has the id its per-key slot shows`);
+  }
+});

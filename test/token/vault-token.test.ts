@@ -176,3 +176,15 @@ test("a key deleted elsewhere drops out of the token when it is read", async (t)
   t.is(gone.rv, CKR.OBJECT_HANDLE_INVALID);
   t.deepEqual(await token.find([labelIs("key-002")]), []);
 });
+
+test("a stored certificate removed by another process leaves its key without a certificate, not hidden", async (t) => {
+  const vault = vaultOf(2);
+  vault.listStoredCertificates = async () => [{ name: "p11-cert-key-001", keyName: "key-001", tags: { p11_cert_key: "key-001" } }] as never;
+  vault.getStoredCertificate = async () => Promise.reject(new VaultError("not-found", "secret p11-cert-key-001 not found", 404));
+  const token = new VaultToken(0, SLOT, vault, 8);
+  t.is((await token.find([labelIs("key-001"), classIs(CKO.CERTIFICATE)])).length, 1, "the listing says there is a certificate");
+  const [privateKey] = await token.find([labelIs("key-001"), classIs(CKO.PRIVATE_KEY)]);
+  const { material } = await token.object(privateKey!);
+  t.is(material!.key.name, "key-001");
+  t.deepEqual(await token.find([labelIs("key-001"), classIs(CKO.CERTIFICATE)]), []);
+});
