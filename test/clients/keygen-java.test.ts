@@ -56,9 +56,9 @@ for (const { kind, keytoolArgs } of [
   { kind: "ec", keytoolArgs: ["-keyalg", "EC", "-groupname", "secp256r1", "-sigalg", "SHA256withECDSA"] },
   { kind: "rsa", keytoolArgs: ["-keyalg", "RSA", "-keysize", "3072", "-sigalg", "SHA256withRSA"] },
 ]) {
-  // Serial: each test's JVMs load the whole token while the other's keytool -importcert replaces a certificate. A
-  // certificate replaced between a process's listing and its first read of the key makes that process drop the whole
-  // key as deleted (VaultToken.fetchKey takes the old secret's 404 for the key's), and SunPKCS11's keystore load fails.
+  // Serial: each test's JVMs load the whole token while the other's keytool -importcert replaces a certificate; a
+  // JVM that listed the old certificate then shows that key without one (VaultToken.certificateOf), which is right,
+  // but would make the other test's chain checks depend on timing.
   test.serial(`keytool -genkeypair (${kind}), -certreq, -importcert of the CA's reply; jarsigner in a new JVM signs with the token's certificate`, async (t) => {
     const alias = `java-${kind}`;
     const config = await providerConfig();
