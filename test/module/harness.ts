@@ -161,7 +161,8 @@ function identityToken(emulator: RunningEmulator): Promise<string> {
   });
 }
 
-function vaultCall(emulator: RunningEmulator, token: string, method: string, pathAndQuery: string, body?: unknown): Promise<{ status: number; body: unknown }> {
+/** The vault's own answer to a REST request, with plain node:https and a token of the test's own. */
+export function vaultRest(emulator: { url: string; caPem: string }, token: string, method: string, pathAndQuery: string, body?: unknown): Promise<{ status: number; body: any }> {
   const url = new URL(pathAndQuery, emulator.url);
   const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
   return new Promise((resolve, reject) => {
@@ -193,8 +194,8 @@ export async function startModuleFixture(options: FixtureOptions): Promise<Modul
   const emulator = await startEmulator({ keys: options.keys, certs: options.certs, latencyMs: options.latencyMs, ...(options.managedHsm ? { managedHsm: true } : {}), ...(options.deny ? { deny: options.deny } : {}) });
   const dir = await mkdtemp(path.join(tmpdir(), "akv-module-test-"));
   const token = await identityToken(emulator);
-  const vaultGet = (pathAndQuery: string) => vaultCall(emulator, token, "GET", pathAndQuery);
-  const vaultPost = (pathAndQuery: string, body: unknown) => vaultCall(emulator, token, "POST", pathAndQuery, body);
+  const vaultGet = (pathAndQuery: string) => vaultRest(emulator, token, "GET", pathAndQuery);
+  const vaultPost = (pathAndQuery: string, body: unknown) => vaultRest(emulator, token, "POST", pathAndQuery, body);
   const names = options.keys
     .split(",")
     .filter((spec) => spec.trim() !== "")
@@ -252,7 +253,7 @@ export async function startModuleFixture(options: FixtureOptions): Promise<Modul
     },
     vaultGet,
     vaultPost,
-    vaultRequest: (method, pathAndQuery, body) => vaultCall(emulator, token, method, pathAndQuery, body),
+    vaultRequest: (method, pathAndQuery, body) => vaultRest(emulator, token, method, pathAndQuery, body),
     async close(): Promise<void> {
       try {
         pkcs11.C_Finalize();

@@ -1,8 +1,8 @@
 // Shared by the vault and auth tests: a running emulator, a token from its managed-identity endpoint (fetched with
 // plain node:http, independent of the code under test), and public keys built from a VaultKey's JWK fields.
+import { vaultRest as harnessVaultRest } from "../module/harness.ts";
 import { createPublicKey, type KeyObject } from "node:crypto";
 import { get } from "node:http";
-import { request } from "node:https";
 import type { ModuleConfig } from "../../src/config/types.ts";
 import { startEmulator, type EmulatorOptions, type EmulatorTestControls, type RunningEmulator as InProcessEmulator } from "../../src/emulator/index.ts";
 import type { VaultKey } from "../../src/vault/types.ts";
@@ -46,23 +46,9 @@ export function publicKeyOf(key: VaultKey): KeyObject {
   throw new Error(`key ${key.name} has no public key material`);
 }
 
-/** The vault's own answer to a REST request, with plain node:https: what a test checks the backend against. */
+/** The vault's own answer to a REST request (api-version 7.4 unless the path names one): what a test checks the backend against. */
 export function vaultRest(emu: RunningEmulator, token: string, method: string, pathAndQuery: string, body?: unknown): Promise<{ status: number; body: any }> {
   const url = new URL(pathAndQuery, emu.url);
   if (!url.searchParams.has("api-version")) url.searchParams.set("api-version", "7.4");
-  const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
-  return new Promise((resolve, reject) => {
-    const req = request(
-      url,
-      { method, ca: emu.caPem, headers: { authorization: `Bearer ${token}`, ...(payload ? { "content-type": "application/json", "content-length": payload.length } : {}) } },
-      (response) => {
-        let text = "";
-        response.setEncoding("utf8");
-        response.on("data", (chunk: string) => (text += chunk));
-        response.on("end", () => resolve({ status: response.statusCode ?? 0, body: text ? JSON.parse(text) : undefined }));
-      },
-    );
-    req.on("error", reject);
-    req.end(payload);
-  });
+  return harnessVaultRest(emu, token, method, `${url.pathname}${url.search}`, body);
 }
