@@ -149,8 +149,10 @@ export interface FixtureOptions {
   skipInitialize?: boolean;
 }
 
-function identityToken(emulator: RunningEmulator): Promise<string> {
-  const url = `${emulator.identityEndpoint}?api-version=2019-08-01&resource=${encodeURIComponent("https://vault.azure.net")}`;
+/** A Managed HSM takes tokens for its own audience only. */
+function identityToken(emulator: RunningEmulator, managedHsm = false): Promise<string> {
+  const resource = managedHsm ? "https://managedhsm.azure.net" : "https://vault.azure.net";
+  const url = `${emulator.identityEndpoint}?api-version=2019-08-01&resource=${encodeURIComponent(resource)}`;
   return new Promise((resolve, reject) => {
     httpGet(url, { headers: { "X-IDENTITY-HEADER": emulator.identityHeader } }, (response) => {
       let body = "";
@@ -193,7 +195,7 @@ export const API = "api-version=7.4";
 export async function startModuleFixture(options: FixtureOptions): Promise<ModuleFixture> {
   const emulator = await startEmulator({ keys: options.keys, certs: options.certs, latencyMs: options.latencyMs, ...(options.managedHsm ? { managedHsm: true } : {}), ...(options.deny ? { deny: options.deny } : {}) });
   const dir = await mkdtemp(path.join(tmpdir(), "akv-module-test-"));
-  const token = await identityToken(emulator);
+  const token = await identityToken(emulator, options.managedHsm);
   const vaultGet = (pathAndQuery: string) => vaultRest(emulator, token, "GET", pathAndQuery);
   const vaultPost = (pathAndQuery: string, body: unknown) => vaultRest(emulator, token, "POST", pathAndQuery, body);
   const names = options.keys
@@ -236,7 +238,17 @@ export async function startModuleFixture(options: FixtureOptions): Promise<Modul
       const jwk = (response.body as { key: VaultJwk }).key;
       const certificate = await vaultGet(`/certificates/${name}?${API}`);
       const certificateDer = certificate.status === 200 ? Buffer.from((certificate.body as { cer: string }).cer, "base64") : undefined;
-      keys.set(name, { name, label: name.slice(0, 32), slot: slotList[index]!, jwk, publicKey: publicKeyFromJwk(jwk), certificateDer });
+      // An oct (AES) key has no public key: its publicKey throws when read.
+      keys.set(name, {
+        name,
+        label: name.slice(0, 32),
+        slot: slotList[index]!,
+        jwk,
+        get publicKey() {
+          return publicKeyFromJwk(jwk);
+        },
+        certificateDer,
+      });
     }),
   );
 
