@@ -220,8 +220,10 @@ export class KeyManagement {
   unwrapKey(session: Session, mechanism: Mechanism, unwrappingKey: number, wrapped: Buffer, template: Attribute[]): Immediate<number> {
     return andThen(this.objectFor(session, unwrappingKey, CKR.UNWRAPPING_KEY_HANDLE_INVALID), (unwrapping) => {
       const plan = this.wrapPlan(session, mechanism, unwrapping, "unwrap");
-      // The template is checked before the HSM is asked, so a bad template costs no remote call.
-      this.sessionSecret(new TemplateReader(template, this.ulongSize, "the C_UnwrapKey template"), undefined, Buffer.alloc(16), false);
+      // The template is checked before the HSM is asked, so a bad template costs no remote call. The key's size is
+      // known only once it is unwrapped: a stated CKA_VALUE_LEN stands in for it, else any valid size does.
+      const stated = new TemplateReader(template, this.ulongSize, "the C_UnwrapKey template").ulong(CKA.VALUE_LEN);
+      this.sessionSecret(new TemplateReader(template, this.ulongSize, "the C_UnwrapKey template"), undefined, stated === undefined ? Buffer.alloc(16) : undefined, false);
       return andThen(plan.unwrap(Buffer.from(wrapped)), (value) => {
         const key = this.sessionSecret(new TemplateReader(template, this.ulongSize, "the C_UnwrapKey template"), undefined, value, false);
         return this.sessionObjects.add(session.token, session.handle, key);

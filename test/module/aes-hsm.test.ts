@@ -295,6 +295,24 @@ for (const [mechanism, what] of [[pkcs11js.CKM_AES_KEY_WRAP, "CKM_AES_KEY_WRAP"]
   });
 }
 
+test.serial("C_UnwrapKey takes a template that states CKA_VALUE_LEN (as SunPKCS11 and pkcs11-tool send it), and refuses one that contradicts the key", async (t) => {
+  const { pkcs11 } = fixture;
+  const kek = await fixture.emulator.octKeyBytes("aes256");
+  const { s, key } = hsmKey();
+  for (const length of [32, 24, 16]) {
+    const value = randomBytes(length);
+    const cipher = createCipheriv("id-aes256-wrap", kek, KW_IV);
+    const wrapped = Buffer.concat([cipher.update(value), cipher.final()]);
+    const stated = (valueLen: number): pkcs11js.Template => [...unwrapTemplate(), { type: pkcs11js.CKA_VALUE_LEN, value: valueLen }];
+    const unwrapped = pkcs11.C_UnwrapKey(s, { mechanism: pkcs11js.CKM_AES_KEY_WRAP }, key, wrapped, stated(length));
+    t.deepEqual(attribute(pkcs11, s, unwrapped, pkcs11js.CKA_VALUE), value, `CKA_VALUE_LEN ${length}`);
+    t.is(ulong(attribute(pkcs11, s, unwrapped, pkcs11js.CKA_VALUE_LEN)), length);
+    const wrong = length === 16 ? 32 : 16;
+    t.is(rvOf(() => pkcs11.C_UnwrapKey(s, { mechanism: pkcs11js.CKM_AES_KEY_WRAP }, key, wrapped, stated(wrong))), pkcs11js.CKR_TEMPLATE_INCONSISTENT, `a ${length}-byte key stated as ${wrong}`);
+  }
+  pkcs11.C_CloseSession(s);
+});
+
 test.serial("RSA-OAEP (SHA-1 and SHA-256): node's wrap with the vault key's JWK public key unwraps in the module to the same bytes; tampered is CKR_WRAPPED_KEY_INVALID", (t) => {
   const { pkcs11 } = fixture;
   const s = session(fixture.key("rsa").slot);
