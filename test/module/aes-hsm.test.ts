@@ -15,7 +15,8 @@ const ENC_ONLY = "aes-enc-only";
 // pkcs11js's C_Encrypt returns `output.subarray(0, length)`; its native base class returns the CK_ULONG itself, and a
 // zero-length Buffer reaches the module as a NULL pointer (a length query).
 type RawOutputCall = (this: pkcs11js.PKCS11, session: Handle, input: Buffer, output: Buffer) => number;
-const native = Object.getPrototypeOf(pkcs11js.PKCS11.prototype) as { C_Encrypt: RawOutputCall; C_Decrypt: RawOutputCall };
+type RawFinalCall = (this: pkcs11js.PKCS11, session: Handle, output: Buffer) => number;
+const native = Object.getPrototypeOf(pkcs11js.PKCS11.prototype) as { C_Encrypt: RawOutputCall; C_Decrypt: RawOutputCall; C_EncryptFinal: RawFinalCall; C_DecryptFinal: RawFinalCall };
 const NULL_OUTPUT = Buffer.alloc(0);
 
 let fixture: ModuleFixture;
@@ -208,14 +209,31 @@ test.serial("a length query and CKR_BUFFER_TOO_SMALL keep the operation, and the
   const expected = nodeCbc("encrypt", bytes, iv, true, data);
   pkcs11.C_EncryptInit(s, cbc(iv, true), key);
   t.is(native.C_Encrypt.call(pkcs11, s, data, NULL_OUTPUT), 48, "a NULL output gets the exact length");
+  const before = await fixture.emulator.requestCounts("aes256");
   t.is(rvOf(() => pkcs11.C_Encrypt(s, data, Buffer.alloc(47))), pkcs11js.CKR_BUFFER_TOO_SMALL);
   t.deepEqual(pkcs11.C_Encrypt(s, data, Buffer.alloc(48)), expected, "the operation is still there");
+  t.deepEqual(requestsSince(before, await fixture.emulator.requestCounts("aes256")), { encrypt: 1 }, "the retry gets the kept answer: one HSM request");
   t.is(rvOf(() => pkcs11.C_Encrypt(s, data, Buffer.alloc(48))), pkcs11js.CKR_OPERATION_NOT_INITIALIZED, "and ends with the answer");
 
   pkcs11.C_DecryptInit(s, cbc(iv, true), key);
   t.true(native.C_Decrypt.call(pkcs11, s, expected, NULL_OUTPUT) >= data.length, "the length of a padded plaintext is at most the ciphertext's");
   t.is(rvOf(() => pkcs11.C_Decrypt(s, expected, Buffer.alloc(39))), pkcs11js.CKR_BUFFER_TOO_SMALL);
   t.deepEqual(pkcs11.C_Decrypt(s, expected, Buffer.alloc(40)), data);
+
+  // Multi-part: the finishing call answers the query and the short buffer the same way.
+  pkcs11.C_EncryptInit(s, cbc(iv, true), key);
+  t.is(pkcs11.C_EncryptUpdate(s, data.subarray(0, 17), Buffer.alloc(64)).length, 0, "Update gathers");
+  pkcs11.C_EncryptUpdate(s, data.subarray(17), Buffer.alloc(64));
+  t.is(native.C_EncryptFinal.call(pkcs11, s, NULL_OUTPUT), 48);
+  t.is(rvOf(() => pkcs11.C_EncryptFinal(s, Buffer.alloc(16))), pkcs11js.CKR_BUFFER_TOO_SMALL);
+  t.deepEqual(pkcs11.C_EncryptFinal(s, Buffer.alloc(48)), expected);
+  pkcs11.C_DecryptInit(s, cbc(iv, true), key);
+  pkcs11.C_DecryptUpdate(s, expected.subarray(0, 20), Buffer.alloc(64));
+  pkcs11.C_DecryptUpdate(s, expected.subarray(20), Buffer.alloc(64));
+  t.true(native.C_DecryptFinal.call(pkcs11, s, NULL_OUTPUT) >= data.length);
+  t.is(rvOf(() => pkcs11.C_DecryptFinal(s, Buffer.alloc(8))), pkcs11js.CKR_BUFFER_TOO_SMALL);
+  t.deepEqual(pkcs11.C_DecryptFinal(s, Buffer.alloc(48)), data);
+  t.is(rvOf(() => pkcs11.C_DecryptFinal(s, Buffer.alloc(48))), pkcs11js.CKR_OPERATION_NOT_INITIALIZED);
   pkcs11.C_CloseSession(s);
 });
 
