@@ -209,22 +209,11 @@ export class Operations {
 
   /** AES gathers the parts; RSA encryption is single-part, so its Update ends the operation with an error. */
   encryptUpdate(session: Session, data: Buffer): OutResult {
-    const op = session.encrypt;
-    if (!op) throw new Pkcs11Error(CKR.OPERATION_NOT_INITIALIZED);
-    if (!(op instanceof SymmetricCipher)) {
-      session.encrypt = undefined;
-      throw new Pkcs11Error(CKR.FUNCTION_NOT_SUPPORTED, "RSA encryption is single-part: use C_Encrypt");
-    }
-    return this.gather(session, op, data, () => (session.encrypt = undefined));
+    return this.gather(session, this.multiPartCipher(session, "encrypt"), data);
   }
 
   encryptFinal(session: Session, out: OutRequest): Immediate<OutResult> {
-    const op = session.encrypt;
-    if (!op) throw new Pkcs11Error(CKR.OPERATION_NOT_INITIALIZED);
-    if (!(op instanceof SymmetricCipher)) {
-      session.encrypt = undefined;
-      throw new Pkcs11Error(CKR.FUNCTION_NOT_SUPPORTED, "RSA encryption is single-part: use C_Encrypt");
-    }
+    const op = this.multiPartCipher(session, "encrypt");
     return this.finishSymmetric(session, op, op.input(), out);
   }
 
@@ -281,30 +270,28 @@ export class Operations {
   }
 
   decryptUpdate(session: Session, data: Buffer): OutResult {
-    const active = session.decrypt;
-    if (!active) throw new Pkcs11Error(CKR.OPERATION_NOT_INITIALIZED);
-    if (!(active instanceof SymmetricCipher)) {
-      session.decrypt = undefined;
-      throw new Pkcs11Error(CKR.FUNCTION_NOT_SUPPORTED, "RSA decryption is single-part: use C_Decrypt");
-    }
-    return this.gather(session, active, data, () => (session.decrypt = undefined));
+    return this.gather(session, this.multiPartCipher(session, "decrypt"), data);
   }
 
   decryptFinal(session: Session, out: OutRequest): Immediate<OutResult> {
-    const active = session.decrypt;
-    if (!active) throw new Pkcs11Error(CKR.OPERATION_NOT_INITIALIZED);
-    if (!(active instanceof SymmetricCipher)) {
-      session.decrypt = undefined;
-      throw new Pkcs11Error(CKR.FUNCTION_NOT_SUPPORTED, "RSA decryption is single-part: use C_Decrypt");
-    }
-    return this.finishSymmetric(session, active, active.input(), out);
+    const op = this.multiPartCipher(session, "decrypt");
+    return this.finishSymmetric(session, op, op.input(), out);
   }
 
-  private gather(_session: Session, op: SymmetricCipher, data: Buffer, end: () => void): OutResult {
+  /** The active AES operation of an Update or Final call; an RSA one is single-part and ends with an error. */
+  private multiPartCipher(session: Session, direction: "encrypt" | "decrypt"): SymmetricCipher {
+    const active = session[direction];
+    if (!active) throw new Pkcs11Error(CKR.OPERATION_NOT_INITIALIZED);
+    if (active instanceof SymmetricCipher) return active;
+    session[direction] = undefined;
+    throw new Pkcs11Error(CKR.FUNCTION_NOT_SUPPORTED, `RSA ${direction}ion is single-part: use C_${direction === "encrypt" ? "Encrypt" : "Decrypt"}`);
+  }
+
+  private gather(session: Session, op: SymmetricCipher, data: Buffer): OutResult {
     try {
       op.update(data);
     } catch (error) {
-      end();
+      session[op.direction] = undefined;
       throw error;
     }
     return { rv: CKR.OK, length: 0, data: Buffer.alloc(0) };
@@ -316,8 +303,7 @@ export class Operations {
    */
   private finishSymmetric(session: Session, op: SymmetricCipher, input: Buffer, out: OutRequest): Immediate<OutResult> {
     const end = (): void => {
-      if (op.direction === "encrypt") session.encrypt = undefined;
-      else session.decrypt = undefined;
+      session[op.direction] = undefined;
     };
     const bound = op.outputLength(input);
     if (!out.present) return { rv: CKR.OK, length: bound };

@@ -168,6 +168,8 @@ export class KeyToken implements Token {
   /** Fills an empty per-key slot under its key_name; a slot whose key exists is never rotated. */
   async createKey(request: KeyRequest, imported?: ImportedKey): Promise<CreatedKey> {
     const name = this.slot.keyName;
+    // Whether the slot's key exists decides: a load that finds none leaves the slot empty, ready to be filled.
+    if (!this.loaded && !this.absent) await this.load().catch(() => undefined);
     if (this.loaded) throw new Pkcs11Error(CKR.TEMPLATE_INCONSISTENT, `${this.label}: the slot's key '${name}' exists; a per-key slot is never given a new key (use a vault token: a slot with vault_url and no key_name)`);
     const properties = { ...request.properties, tags: tagsWithIdentity(request.properties.tags, request.identities) };
     let key: VaultKey;

@@ -206,9 +206,21 @@ export class VaultToken implements Token {
       const pending = new Set<KeyEntry>();
       const pendingAuthorities = new Set<AuthorityEntry>();
       this.match(template, pending, pendingAuthorities);
-      if (pending.size === 0 && pendingAuthorities.size === 0) return this.match(template);
+      if (pending.size === 0 && pendingAuthorities.size === 0) return this.readAhead(this.match(template));
       return this.loadAll([...pending], [...pendingAuthorities]).then(() => this.match(template));
     });
+  }
+
+  /**
+   * A find that narrowed the token to a few keys is usually followed by their attributes or an operation: their
+   * reads start now, in the background, so that the next call finds them loaded or in flight.
+   */
+  private readAhead(handles: number[]): number[] {
+    const entries = new Set(handles.map((handle) => this.byBase.get(VaultHandles.baseOf(handle))).filter((entry): entry is KeyEntry => entry !== undefined && !entry.loaded));
+    if (entries.size > 0 && entries.size <= LOADS_IN_FLIGHT) {
+      for (const entry of entries) Promise.resolve(this.loadKey(entry)).catch(() => undefined);
+    }
+    return handles;
   }
 
   /**
