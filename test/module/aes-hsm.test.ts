@@ -331,7 +331,7 @@ test.serial("C_UnwrapKey takes a template that states CKA_VALUE_LEN (as SunPKCS1
   pkcs11.C_CloseSession(s);
 });
 
-test.serial("RSA-OAEP (SHA-1 and SHA-256): node's wrap with the vault key's JWK public key unwraps in the module to the same bytes; tampered is CKR_WRAPPED_KEY_INVALID", (t) => {
+test.serial("RSA-OAEP (SHA-1 and SHA-256) and RSA1_5: node's wrap with the vault key's JWK public key unwraps in the module to the same bytes; tampered is CKR_WRAPPED_KEY_INVALID", (t) => {
   const { pkcs11 } = fixture;
   const s = session(fixture.key("rsa").slot);
   const privateKey = findOne(pkcs11, s, [{ type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY }]);
@@ -343,6 +343,11 @@ test.serial("RSA-OAEP (SHA-1 and SHA-256): node's wrap with the vault key's JWK 
     t.deepEqual(attribute(pkcs11, s, unwrapped, pkcs11js.CKA_VALUE), value, hash);
     t.is(rvOf(() => pkcs11.C_UnwrapKey(s, mechanism, privateKey, flip(wrapped, 100), unwrapTemplate())), pkcs11js.CKR_WRAPPED_KEY_INVALID, `${hash}: tampered`);
   }
+  // CKM_RSA_PKCS (the vault's RSA1_5) too.
+  const value = randomBytes(16);
+  const wrapped = publicEncrypt({ key: fixture.key("rsa").publicKey, padding: constants.RSA_PKCS1_PADDING }, value);
+  t.deepEqual(attribute(pkcs11, s, pkcs11.C_UnwrapKey(s, { mechanism: pkcs11js.CKM_RSA_PKCS }, privateKey, wrapped, unwrapTemplate()), pkcs11js.CKA_VALUE), value, "RSA1_5");
+  t.is(rvOf(() => pkcs11.C_UnwrapKey(s, { mechanism: pkcs11js.CKM_RSA_PKCS }, privateKey, Buffer.alloc(wrapped.length, 0xff), unwrapTemplate())), pkcs11js.CKR_WRAPPED_KEY_INVALID, "RSA1_5: a value above the modulus (a flipped bit could still unpad, once in ~65536)");
   pkcs11.C_CloseSession(s);
 });
 
