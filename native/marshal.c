@@ -79,16 +79,27 @@ static void put_oaep(struct wbuf *b, const CK_RSA_PKCS_OAEP_PARAMS *oaep) {
   wbuf_bytes(b, oaep->pSourceData, oaep->ulSourceDataLen);
 }
 
-static void put_gcm(struct wbuf *b, const CK_GCM_PARAMS *gcm) {
-  if (bad_data(gcm->pIv, gcm->ulIvLen) || bad_data(gcm->pAAD, gcm->ulAADLen)) {
+/* CK_GCM_PARAMS as PKCS#11 v2.40 first published it, without ulIvBits (the errata added it). SunPKCS11 sends this
+ * layout first and the other only after a refusal. */
+struct gcm_params_v240 {
+  CK_BYTE_PTR pIv;
+  CK_ULONG ulIvLen;
+  CK_BYTE_PTR pAAD;
+  CK_ULONG ulAADLen;
+  CK_ULONG ulTagBits;
+};
+
+static void put_gcm(struct wbuf *b, const CK_BYTE *iv, CK_ULONG iv_len, CK_ULONG iv_bits, const CK_BYTE *aad,
+                    CK_ULONG aad_len, CK_ULONG tag_bits) {
+  if (bad_data(iv, iv_len) || bad_data(aad, aad_len)) {
     wbuf_u8(b, PARAM_MALFORMED);
     return;
   }
   wbuf_u8(b, PARAM_GCM);
-  wbuf_bytes(b, gcm->pIv, gcm->ulIvLen);
-  wbuf_ulong(b, gcm->ulIvBits);
-  wbuf_bytes(b, gcm->pAAD, gcm->ulAADLen);
-  wbuf_ulong(b, gcm->ulTagBits);
+  wbuf_bytes(b, iv, iv_len);
+  wbuf_ulong(b, iv_bits);
+  wbuf_bytes(b, aad, aad_len);
+  wbuf_ulong(b, tag_bits);
 }
 
 CK_RV put_mechanism(struct wbuf *b, const CK_MECHANISM *pMechanism) {
@@ -108,7 +119,11 @@ CK_RV put_mechanism(struct wbuf *b, const CK_MECHANISM *pMechanism) {
     }
   } else if (pMechanism->mechanism == CKM_AES_GCM) {
     if (len == sizeof(CK_GCM_PARAMS)) {
-      put_gcm(b, param);
+      const CK_GCM_PARAMS *gcm = param;
+      put_gcm(b, gcm->pIv, gcm->ulIvLen, gcm->ulIvBits, gcm->pAAD, gcm->ulAADLen, gcm->ulTagBits);
+    } else if (len == sizeof(struct gcm_params_v240)) {
+      const struct gcm_params_v240 *gcm = param;
+      put_gcm(b, gcm->pIv, gcm->ulIvLen, gcm->ulIvLen * 8, gcm->pAAD, gcm->ulAADLen, gcm->ulTagBits);
     } else {
       wbuf_u8(b, PARAM_MALFORMED);
     }
