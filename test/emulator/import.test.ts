@@ -5,7 +5,7 @@ import test from "ava";
 import { createHash, createPublicKey, generateKeyPairSync, verify, type JsonWebKey } from "node:crypto";
 import { CryptographyClient, KeyClient } from "@azure/keyvault-keys";
 import { startTestEmulator, type TestEmulator } from "../fixtures/emulator.ts";
-import { managedIdentityToken, raw, type RawResponse } from "./raw.ts";
+import { dataPlane, managedIdentityToken, raw, type RawResponse } from "./raw.ts";
 
 let emulator: TestEmulator;
 let keys: KeyClient;
@@ -18,23 +18,10 @@ test.before(async () => {
 });
 test.after.always(() => emulator?.close());
 
-function call(method: string, path: string, body?: object): Promise<RawResponse> {
-  const separator = path.includes("?") ? "&" : "?";
-  return raw(`${emulator.url}${path}${separator}api-version=2025-07-01`, { method, ca: emulator.caPem, headers: { authorization: `Bearer ${token}` }, body });
-}
-
-/** Every item of a listing, following nextLink (bounded). */
-async function listAll(path: string): Promise<Array<{ kid: string; tags?: Record<string, string> }>> {
-  const items = [];
-  let next: string | null = `${emulator.url}${path}?api-version=2025-07-01`;
-  for (let pages = 0; next && pages < 20; pages++) {
-    const res: RawResponse = await raw(next, { ca: emulator.caPem, headers: { authorization: `Bearer ${token}` } });
-    if (res.status !== 200) throw new Error(`listing answered ${res.status}: ${res.text}`);
-    items.push(...res.json.value);
-    next = res.json.nextLink;
-  }
-  return items;
-}
+// The emulator is started in test.before; the client reads it (and the token) at each call.
+const client = () => dataPlane(emulator, () => token);
+const call = (method: string, path: string, body?: object): Promise<RawResponse> => client().call(method, path, body);
+const listAll = (path: string) => client().listAll(path);
 
 const rsaJwk = (): JsonWebKey => generateKeyPairSync("rsa", { modulusLength: 2048 }).privateKey.export({ format: "jwk" });
 const ecJwk = (namedCurve: string): JsonWebKey => generateKeyPairSync("ec", { namedCurve }).privateKey.export({ format: "jwk" });

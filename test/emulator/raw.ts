@@ -53,3 +53,25 @@ export async function managedIdentityToken(emulator: { identityEndpoint: string;
   if (res.status !== 200) throw new Error(`identity endpoint answered ${res.status}: ${res.text}`);
   return res.json.access_token as string;
 }
+
+/** A data-plane client of one emulator: requests at the 2025-07-01 api-version with a bearer token. */
+export function dataPlane(emulator: { url: string; caPem: string }, token: () => string) {
+  return {
+    call(method: string, path: string, body?: object): Promise<RawResponse> {
+      const separator = path.includes("?") ? "&" : "?";
+      return raw(`${emulator.url}${path}${separator}api-version=2025-07-01`, { method, ca: emulator.caPem, headers: { authorization: `Bearer ${token()}` }, body });
+    },
+    /** Every item of a listing, following nextLink (at most 20 pages). */
+    async listAll(path: string): Promise<Array<Record<string, any>>> {
+      const items = [];
+      let next: string | null = `${emulator.url}${path}?api-version=2025-07-01`;
+      for (let pages = 0; next && pages < 20; pages++) {
+        const res: RawResponse = await raw(next, { ca: emulator.caPem, headers: { authorization: `Bearer ${token()}` } });
+        if (res.status !== 200) throw new Error(`listing answered ${res.status}: ${res.text}`);
+        items.push(...res.json.value);
+        next = res.json.nextLink;
+      }
+      return items;
+    },
+  };
+}

@@ -4,7 +4,7 @@
 import test from "ava";
 import { X509Certificate } from "node:crypto";
 import { startTestEmulator, type TestEmulator } from "../fixtures/emulator.ts";
-import { managedIdentityToken, raw, type RawResponse } from "./raw.ts";
+import { dataPlane, managedIdentityToken, type RawResponse } from "./raw.ts";
 
 let emulator: TestEmulator;
 let token: string;
@@ -15,22 +15,10 @@ test.before(async () => {
 });
 test.after.always(() => emulator?.close());
 
-function call(method: string, path: string, body?: object): Promise<RawResponse> {
-  const separator = path.includes("?") ? "&" : "?";
-  return raw(`${emulator.url}${path}${separator}api-version=2025-07-01`, { method, ca: emulator.caPem, headers: { authorization: `Bearer ${token}` }, body });
-}
-
-async function listAll(path: string): Promise<Array<Record<string, any>>> {
-  const items = [];
-  let next: string | null = `${emulator.url}${path}?api-version=2025-07-01`;
-  for (let pages = 0; next && pages < 20; pages++) {
-    const res: RawResponse = await raw(next, { ca: emulator.caPem, headers: { authorization: `Bearer ${token}` } });
-    if (res.status !== 200) throw new Error(`listing answered ${res.status}: ${res.text}`);
-    items.push(...res.json.value);
-    next = res.json.nextLink;
-  }
-  return items;
-}
+// The emulator is started in test.before; the client reads it (and the token) at each call.
+const client = () => dataPlane(emulator, () => token);
+const call = (method: string, path: string, body?: object): Promise<RawResponse> => client().call(method, path, body);
+const listAll = (path: string) => client().listAll(path);
 
 test("set returns a SecretBundle; get by name and by version returns what was set", async (t) => {
   const first = await call("PUT", "/secrets/p11-cert-signer2", { value: "MIIB", contentType: "application/pkix-cert", tags: { p11_cert_key: "signer2" } });

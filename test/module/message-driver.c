@@ -11,16 +11,12 @@
 
 #include <p11-kit/pkcs11.h>
 
+#include "v30.h"
+
 #define PRINT_RV(key, rv) printf("%s 0x%lx\n", key, (unsigned long)(rv))
 #define MAX_BYTES 4096
 
 /* The 3.0 shapes p11-kit 0.24's header lacks: the 3.0 table is the 2.40 table followed by these. */
-typedef struct {
-  CK_CHAR *pInterfaceName;
-  CK_VOID_PTR pFunctionList;
-  CK_FLAGS flags;
-} interface_t;
-typedef CK_RV (*get_interface_t)(CK_UTF8CHAR *, CK_VERSION *, interface_t **, CK_FLAGS);
 typedef CK_RV (*message_init_t)(CK_SESSION_HANDLE, CK_MECHANISM_PTR, CK_OBJECT_HANDLE);
 typedef CK_RV (*message_t)(CK_SESSION_HANDLE, CK_VOID_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG,
                            CK_BYTE_PTR, CK_ULONG_PTR);
@@ -126,19 +122,9 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: message-driver MODULE SLOT_INDEX PLAIN AAD IV CIPHERTEXT TAG (hex)\n");
     return 2;
   }
-  void *module = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
-  if (module == NULL) {
-    fprintf(stderr, "dlopen: %s\n", dlerror());
-    return 2;
-  }
-  get_interface_t get_interface = (get_interface_t)dlsym(module, "C_GetInterface");
-  CK_VERSION v30 = {3, 0};
-  interface_t *found = NULL;
-  if (get_interface == NULL || get_interface((CK_UTF8CHAR *)"PKCS 11", &v30, &found, 0) != CKR_OK) {
-    fprintf(stderr, "C_GetInterface(PKCS 11, 3.0) failed\n");
-    return 2;
-  }
-  f = found->pFunctionList;
+  void *table = load_v30_table(argv[1]);
+  if (table == NULL) return 2;
+  f = table;
 
   PRINT_RV("Initialize", f->v2.C_Initialize(NULL));
   CK_SLOT_ID slots[16];

@@ -8,16 +8,12 @@
 
 #include <p11-kit/pkcs11.h>
 
+#include "v30.h"
+
 #define PRINT_RV(key, rv) printf("%s 0x%lx\n", key, (unsigned long)(rv))
 
 /* The 3.0 shapes (p11-kit 0.24's header predates them): the 3.0 table is the 2.40 table followed by
  * C_GetInterfaceList, C_GetInterface, C_LoginUser, C_SessionCancel, ... */
-typedef struct {
-  CK_CHAR *pInterfaceName;
-  CK_VOID_PTR pFunctionList;
-  CK_FLAGS flags;
-} interface_t;
-typedef CK_RV (*get_interface_t)(CK_UTF8CHAR *, CK_VERSION *, interface_t **, CK_FLAGS);
 typedef CK_RV (*login_user_t)(CK_SESSION_HANDLE, CK_USER_TYPE, CK_UTF8CHAR_PTR, CK_ULONG, CK_UTF8CHAR_PTR, CK_ULONG);
 typedef CK_RV (*session_cancel_t)(CK_SESSION_HANDLE, CK_FLAGS);
 struct table3 {
@@ -40,19 +36,9 @@ int main(int argc, char **argv) {
     if (sscanf(argv[2] + 2 * i, "%2x", &byte) != 1) return 2;
     digest[i] = (CK_BYTE)byte;
   }
-  void *module = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
-  if (module == NULL) {
-    fprintf(stderr, "dlopen: %s\n", dlerror());
-    return 2;
-  }
-  get_interface_t get_interface = (get_interface_t)dlsym(module, "C_GetInterface");
-  CK_VERSION v30 = {3, 0};
-  interface_t *found = NULL;
-  if (get_interface == NULL || get_interface((CK_UTF8CHAR *)"PKCS 11", &v30, &found, 0) != CKR_OK) {
-    fprintf(stderr, "C_GetInterface(PKCS 11, 3.0) failed\n");
-    return 2;
-  }
-  struct table3 *f = found->pFunctionList;
+  void *table = load_v30_table(argv[1]);
+  if (table == NULL) return 2;
+  struct table3 *f = table;
 
   PRINT_RV("Initialize", f->v2.C_Initialize(NULL));
   CK_SLOT_ID slot;
