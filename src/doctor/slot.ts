@@ -4,7 +4,11 @@
 import { createHash, randomBytes, verify, X509Certificate, type KeyObject } from "node:crypto";
 import type { KeySlot, VaultSlot } from "../config/types.ts";
 import { withLogSink } from "../log/log.ts";
+import { vaultAesAlgorithm } from "../mechanisms/aes.ts";
+import { aesLength } from "../token/aes-length.ts";
 import { buildKeyMaterial, type KeyMaterial } from "../token/key-material.ts";
+import { isOctKey, usageFromKeyOps } from "../token/secret-key.ts";
+import { SECRET_LENGTH_TAG } from "../token/tags.ts";
 import { VaultError, type SignAlgorithm, type VaultBackend, type VaultKey } from "../vault/types.ts";
 import type { Report } from "./report.ts";
 
@@ -89,6 +93,10 @@ export async function checkSlot(slot: KeySlot, index: number | undefined, backen
     }
     return;
   }
+  if (isOctKey(key)) {
+    await checkAesKey(key, backend, report, label);
+    return;
+  }
   let material: KeyMaterial;
   try {
     material = buildKeyMaterial(key, undefined, label);
@@ -98,18 +106,8 @@ export async function checkSlot(slot: KeySlot, index: number | undefined, backen
   }
   report.ok("key", `found ${keyDescription(key, material)}`, label);
 
-  const now = Date.now();
+  checkKeyState(key, report, label);
   const setAttributes = `az keyvault key set-attributes --id ${key.kid}`;
-  if (!key.enabled) {
-    report.fail("key state", `${key.name} is disabled: the vault refuses every operation on it`, `enable it: ${setAttributes} --enabled true`, label);
-  } else if (key.notBefore && key.notBefore.getTime() > now) {
-    report.fail("key state", `${key.name} is not valid before ${key.notBefore.toISOString()} (nbf)`, `wait until then, or move nbf: ${setAttributes} --not-before <date>`, label);
-  } else if (key.expiresOn && key.expiresOn.getTime() <= now) {
-    report.fail("key state", `${key.name} expired at ${key.expiresOn.toISOString()} (exp): the vault refuses to sign with it`, `rotate to a new key version, or extend exp: ${setAttributes} --expires <date>`, label);
-  } else {
-    const window = `${key.notBefore ? `from ${key.notBefore.toISOString()} ` : ""}${key.expiresOn ? `until ${key.expiresOn.toISOString()}` : "with no expiry"}`;
-    report.ok("key state", `enabled, valid ${window}`, label);
-  }
 
   if (key.keyOps.includes("sign")) {
     report.ok("key_ops", `${key.keyOps.join(", ")}`, label);
@@ -124,6 +122,61 @@ export async function checkSlot(slot: KeySlot, index: number | undefined, backen
 
   await checkSign(key, material, backend, report, label);
   await checkCertificate(slot, index, key, material, backend, report);
+}
+
+/** Enabled, and inside its nbf/exp window: the vault refuses every operation otherwise. */
+function checkKeyState(key: VaultKey, report: Report, label: string): void {
+  const now = Date.now();
+  const setAttributes = `az keyvault key set-attributes --id ${key.kid}`;
+  if (!key.enabled) {
+    report.fail("key state", `${key.name} is disabled: the vault refuses every operation on it`, `enable it: ${setAttributes} --enabled true`, label);
+  } else if (key.notBefore && key.notBefore.getTime() > now) {
+    report.fail("key state", `${key.name} is not valid before ${key.notBefore.toISOString()} (nbf)`, `wait until then, or move nbf: ${setAttributes} --not-before <date>`, label);
+  } else if (key.expiresOn && key.expiresOn.getTime() <= now) {
+    report.fail("key state", `${key.name} expired at ${key.expiresOn.toISOString()} (exp): the vault refuses to sign with it`, `rotate to a new key version, or extend exp: ${setAttributes} --expires <date>`, label);
+  } else {
+    const window = `${key.notBefore ? `from ${key.notBefore.toISOString()} ` : ""}${key.expiresOn ? `until ${key.expiresOn.toISOString()}` : "with no expiry"}`;
+    report.ok("key state", `enabled, valid ${window}`, label);
+  }
+}
+
+/**
+ * A Managed HSM AES key (docs/aes.md): its state, its usage, and a real round trip in the HSM (A*CBCPAD encryption
+ * of random bytes, then decryption), after learning its size as the token does.
+ */
+async function checkAesKey(key: VaultKey, backend: VaultBackend, report: Report, label: string): Promise<void> {
+  checkKeyState(key, report, label);
+  const usage = usageFromKeyOps(key.keyOps);
+  if (!usage.encrypt && !usage.decrypt && !usage.wrap && !usage.unwrap) {
+    report.fail("key_ops", `${key.keyOps.join(", ") || "(none)"}: the AES key may not encrypt, decrypt, wrap or unwrap`, `allow it: az keyvault key set-attributes --id ${key.kid} --ops encrypt decrypt wrapKey unwrapKey`, label);
+    return;
+  }
+  report.ok("key_ops", key.keyOps.join(", "), label);
+  let length: number | undefined;
+  try {
+    length = await aesLength(backend, key, label);
+  } catch (error) {
+    report.fail("aes", `cannot learn the size of the AES key ${key.name}: ${describeFailure(error)}`, genericFix(error, key.vaultUrl), label);
+    return;
+  }
+  if (length === undefined) {
+    report.fail("aes", `the HSM did not say how long the AES key ${key.name} is, and no probe could tell`, `tag it with its size in bytes: az keyvault key set-attributes --hsm-name <hsm> --name ${key.name} --tags ${SECRET_LENGTH_TAG}=32`, label);
+    return;
+  }
+  report.ok("key", `found a ${length * 8}-bit AES key ${key.kid} (${key.kty})`, label);
+  if (!usage.encrypt || !usage.decrypt) return;
+  const plaintext = randomBytes(37);
+  const iv = randomBytes(16);
+  const algorithm = vaultAesAlgorithm("cbc-pad", length);
+  try {
+    const { ciphertext } = await backend.encryptAes(key, algorithm, plaintext, { iv });
+    const back = await backend.decryptAes(key, algorithm, ciphertext, { iv });
+    if (back.equals(plaintext)) report.ok("aes", `the HSM encrypted random bytes with ${algorithm} and decrypted them back`, label);
+    else report.fail("aes", `the HSM's ${algorithm} round trip changed the data`, "something between this machine and the HSM alters answers: check vault_url and any proxy", label);
+  } catch (error) {
+    const forbidden = error instanceof VaultError && error.kind === "forbidden";
+    report.fail("aes", `a test ${algorithm} round trip failed: ${describeFailure(error)}`, forbidden ? RBAC_FIX("keys/encrypt and keys/decrypt", key.vaultUrl) : genericFix(error, key.vaultUrl), label);
+  }
 }
 
 async function checkSign(key: VaultKey, material: KeyMaterial, backend: VaultBackend, report: Report, label: string): Promise<void> {
