@@ -14,7 +14,7 @@ import { AES_LENGTHS, GENERATED_BY_AES_KEY_GEN, type SecretKind, type SecretMate
 import { ORIGIN_TAG } from "../token/tags.ts";
 import { vaultFailure } from "../token/vault-errors.ts";
 import type { VaultBackend, WrapAlgorithm } from "../vault/types.ts";
-import { findObject } from "./operations.ts";
+import { findObject, handleError } from "./operations.ts";
 import { TemplateReader } from "../token/template.ts";
 import type { FoundObject, KeyRequest, Token } from "../token/token.ts";
 import { andThen, type Immediate } from "./immediate.ts";
@@ -232,7 +232,7 @@ export class KeyManagement {
   }
 
   private objectFor(session: Session, handle: number, invalid: number): Immediate<FoundObject> {
-    const relabel = (error: unknown): unknown => (error instanceof Pkcs11Error && error.rv === CKR.OBJECT_HANDLE_INVALID ? new Pkcs11Error(invalid, error.message, { logged: error.logged }) : error);
+    const relabel = (error: unknown): unknown => (error instanceof Pkcs11Error && error.rv === CKR.OBJECT_HANDLE_INVALID ? handleError(error, invalid) : error);
     try {
       const found = findObject(this.sessionObjects, session, handle);
       return found instanceof Promise ? found.catch((error: unknown) => Promise.reject(relabel(error))) : found;

@@ -3,7 +3,7 @@
 // other outcome of the finishing call ends it, errors included.
 import type { Attribute, Mechanism, MessageParameter, OutRequest } from "../protocol/codec.ts";
 import type { VaultBackend } from "../vault/types.ts";
-import { CKF, CKM, CKR, mechanismName } from "../pkcs11/constants.ts";
+import { CKF, CKM, CKR, mechanismName, rvName } from "../pkcs11/constants.ts";
 import { aesParameters, HSM_GCM_IV_BYTES, HSM_GCM_TAG_BYTES, localAes, messageParameters, usableSecret, vaultAesAlgorithm } from "../mechanisms/aes.ts";
 import type { SecretMaterial } from "../token/secret-key.ts";
 import { SessionObjects } from "./session-objects.ts";
@@ -459,7 +459,13 @@ export function findObject(sessionObjects: SessionObjects, session: Session, han
 
 /** An Init call names a key: a handle that names no object is CKR_KEY_HANDLE_INVALID there. */
 function asKeyHandleError(error: unknown): unknown {
-  return error instanceof Pkcs11Error && error.rv === CKR.OBJECT_HANDLE_INVALID ? new Pkcs11Error(CKR.KEY_HANDLE_INVALID, error.message, { logged: error.logged }) : error;
+  return error instanceof Pkcs11Error && error.rv === CKR.OBJECT_HANDLE_INVALID ? handleError(error, CKR.KEY_HANDLE_INVALID) : error;
+}
+
+/** The same refusal under the code of the argument it is about (CKR_KEY_HANDLE_INVALID, CKR_WRAPPING_KEY_HANDLE_INVALID ...). */
+export function handleError(error: Pkcs11Error, rv: number): Pkcs11Error {
+  const message = error.message === rvName(error.rv) ? "no object on this token has that handle" : error.message;
+  return new Pkcs11Error(rv, message, { logged: error.logged });
 }
 
 /** RSA signatures are exactly the modulus length (left-padded if the service dropped leading zeros); ECDSA r||s is fixed. */

@@ -887,6 +887,29 @@ static void mechanism_new(struct mechanism *mech) {
     }
     memcpy(mech->param, &gcm, sizeof gcm);
   }
+  /* The shim also takes CK_GCM_PARAMS as v2.40 first published it (no ulIvBits, the size of an OAEP parameter):
+   * its pointers are followed too, so they are real buffers or NULL. */
+  if (mech->m.mechanism == CKM_AES_GCM && len == 5 * sizeof(CK_ULONG)) {
+    struct {
+      CK_BYTE_PTR pIv;
+      CK_ULONG ulIvLen;
+      CK_BYTE_PTR pAAD;
+      CK_ULONG ulAADLen;
+      CK_ULONG ulTagBits;
+    } gcm = {NULL, chance(80) ? 12 : below(80), NULL, below(40), chance(70) ? 128 : below(200)};
+    if (chance(95)) {
+      mech->iv = malloc(gcm.ulIvLen + 1);
+      random_bytes(mech->iv, gcm.ulIvLen);
+      gcm.pIv = mech->iv;
+    }
+    if (chance(90)) {
+      free(mech->source);
+      mech->source = malloc(gcm.ulAADLen + 1);
+      random_bytes(mech->source, gcm.ulAADLen);
+      gcm.pAAD = mech->source;
+    }
+    memcpy(mech->param, &gcm, sizeof gcm);
+  }
   mech->m.pParameter = mech->param;
   mech->m.ulParameterLen = len;
 }
