@@ -69,6 +69,22 @@ static void kill_helper(long pid, int sig) {
   if (pid > 1) kill((pid_t)pid, sig);
 }
 
+/* Until the killed process is a zombie (or gone): a SIGKILL is not instant on a loaded machine, and a request sent
+ * before the kill took effect is lost in flight, not "never sent". Bounded: 5 s. The process is not reaped here. */
+static void wait_until_dead(long pid) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+  for (int tries = 0; tries < 1000; tries++) {
+    FILE *f = fopen(path, "r");
+    if (f == NULL) return;
+    char state = 0;
+    int fields = fscanf(f, "%*d %*s %c", &state);
+    fclose(f);
+    if (fields == 1 && (state == 'Z' || state == 'X')) return;
+    usleep(5000);
+  }
+}
+
 static int count_dir(const char *path) {
   DIR *d = opendir(path);
   int n = 0;
@@ -576,7 +592,7 @@ static void scenario_kill(void) {
 
   /* Killed from outside while idle: the next call notices before its request is sent and runs on a new helper. */
   kill_helper(first, SIGKILL);
-  usleep(50000);
+  wait_until_dead(first);
   printf("sign.afterIdleKill %d\n", sign_matches("after an idle kill"));
   long second = helper_pid();
   printf("idleKill.newPid %d\n", second > 0 && second != first);
@@ -612,8 +628,9 @@ static void scenario_kill(void) {
 static void scenario_backoff(void) {
   PRINT_RV("init", f->C_Initialize(NULL));
   setenv("FAKE_HELPER_MODE", "die-on-init", 1);
-  kill_helper(helper_pid(), SIGKILL);
-  usleep(50000);
+  long pid = helper_pid();
+  kill_helper(pid, SIGKILL);
+  wait_until_dead(pid);
   CK_BYTE out[64];
   int failures = 0;
   for (int i = 0; i < 200; i++) {
