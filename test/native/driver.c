@@ -69,18 +69,27 @@ static void kill_helper(long pid, int sig) {
   if (pid > 1) kill((pid_t)pid, sig);
 }
 
-/* Until the killed process is a zombie (or gone): a SIGKILL is not instant on a loaded machine, and a request sent
- * before the kill took effect is lost in flight, not "never sent". Bounded: 5 s. The process is not reaped here. */
+/* Until the killed process is wholly dead, a zombie waiting to be reaped (or gone): a SIGKILL is not instant on a
+ * loaded machine, and a request sent before the kill took effect is lost in flight, not "never sent". The group
+ * leader turns 'Z' while the process's other threads still exit and its socket is still open, so the threads are
+ * counted too. Bounded: 5 s. The process is not reaped here. */
 static void wait_until_dead(long pid) {
-  char path[64];
-  snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+  char stat_path[64], task_path[64];
+  snprintf(stat_path, sizeof stat_path, "/proc/%ld/stat", pid);
+  snprintf(task_path, sizeof task_path, "/proc/%ld/task", pid);
   for (int tries = 0; tries < 1000; tries++) {
-    FILE *f = fopen(path, "r");
+    FILE *f = fopen(stat_path, "r");
     if (f == NULL) return;
     char state = 0;
     int fields = fscanf(f, "%*d %*s %c", &state);
     fclose(f);
-    if (fields == 1 && (state == 'Z' || state == 'X')) return;
+    DIR *tasks = opendir(task_path);
+    int threads = 0;
+    if (tasks != NULL) {
+      for (struct dirent *e; (e = readdir(tasks)) != NULL;) threads += e->d_name[0] != '.';
+      closedir(tasks);
+    }
+    if (fields == 1 && (state == 'Z' || state == 'X') && threads <= 1) return;
     usleep(5000);
   }
 }
