@@ -148,3 +148,15 @@ export function curveOf(params: Buffer): CurveName {
   if (params[0] === 0x06 || params[0] === 0x13) throw new Pkcs11Error(CKR.CURVE_NOT_SUPPORTED, "CKA_EC_PARAMS names a curve Key Vault does not offer (P-256, P-384, P-521, secp256k1)");
   throw new Pkcs11Error(CKR.DOMAIN_PARAMS_INVALID, "CKA_EC_PARAMS is neither a named curve's OID nor a curve name (explicit parameters are not supported)");
 }
+
+/** The same key, HSM-protected: what a Managed HSM makes whatever the template's token thought it was. */
+export function hsmSpec(spec: NewKeySpec): NewKeySpec {
+  if (spec.kty === "RSA") return { ...spec, kty: "RSA-HSM" };
+  if (spec.kty === "EC") return { ...spec, kty: "EC-HSM" };
+  return spec;
+}
+
+/** An imported key, HSM-protected likewise. */
+export function hsmImport<T extends { kty: string }>(key: T): T {
+  return key.kty === "RSA" || key.kty === "EC" ? { ...key, kty: `${key.kty}-HSM` } : key;
+}

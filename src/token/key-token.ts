@@ -17,6 +17,7 @@ import { isOctKey, secretKeyObject, vaultSecretMaterial, type SecretMaterial, ty
 import { buildObjects, objectHandle, type ObjectIdentity, type TokenObject } from "./objects.ts";
 import { Backoff, isPassing } from "./retry.ts";
 import { ORIGIN_TAG, tagsWithIdentity } from "./tags.ts";
+import { hsmImport, hsmSpec } from "../mechanisms/key-generation.ts";
 import { isManagedHsm, type CreatedKey, type FoundObject, type KeyRequest, type LoginState, type Token } from "./token.ts";
 import { vaultFailure } from "./vault-errors.ts";
 
@@ -38,7 +39,7 @@ export class KeyToken implements Token {
   /** Handles of the open sessions on this token. */
   readonly sessions = new Set<number>();
   readonly serial: string;
-  readonly model: string;
+  model: string;
   private loading: Promise<LoadedToken> | undefined;
   private loaded: LoadedToken | undefined;
   private readonly keyRetry = new Backoff();
@@ -174,6 +175,12 @@ export class KeyToken implements Token {
     const properties = { ...request.properties, tags: tagsWithIdentity(request.properties.tags, request.identities) };
     let key: VaultKey;
     try {
+      // A Managed HSM behind any host name (a private endpoint) makes -HSM keys only: ask what the service is.
+      if ((await this.backend.serviceKind(this.slot.vaultUrl)) === "managed-hsm") {
+        this.model = "Managed HSM";
+        request = { ...request, spec: hsmSpec(request.spec) };
+        if (imported) imported = hsmImport(imported);
+      }
       key = imported ? await this.backend.importKey(this.slot.vaultUrl, name, imported, properties) : await this.backend.createKey(this.slot.vaultUrl, name, request.spec, properties);
     } catch (error) {
       throw vaultFailure(error, this.label, imported ? "import" : "create");
@@ -229,6 +236,8 @@ export class KeyToken implements Token {
     const started = Date.now();
     // The certificate is asked for at the same time: one round trip, not two, before the first signature.
     const [key] = await Promise.all([this.backend.getKey(slot.vaultUrl, slot.keyName, slot.keyVersion), this.certificateKnown ? undefined : this.fetchCertificate()]);
+    // What the service said, not only its host name (private endpoints, the emulator).
+    if (key.managedHsm) this.model = "Managed HSM";
     if (isOctKey(key)) {
       // An AES key has no certificate; its size may need a probe (aes-length.ts).
       this.certificateKnown = true;

@@ -21,6 +21,7 @@ import { ORIGIN_TAG, SECRET_LENGTH_TAG } from "./tags.ts";
 import { aesLength } from "./aes-length.ts";
 import { isOctKey, secretKeyObject, vaultSecretMaterial, type SecretMaterial } from "./secret-key.ts";
 import { allowedMechanisms } from "../mechanisms/table.ts";
+import { hsmImport, hsmSpec } from "../mechanisms/key-generation.ts";
 import { CERTIFICATE_AUTHORITY_TAG, CERTIFICATE_ID_TAG, CERTIFICATE_KEY_TAG, CERTIFICATE_LABEL_TAG, identityFromTags, idTag, tagsWithIdentity } from "./tags.ts";
 import type { CreatedKey, FoundObject, KeyRequest, LoginState, Token } from "./token.ts";
 import { vaultFailure } from "./vault-errors.ts";
@@ -491,6 +492,11 @@ export class VaultToken implements Token {
 
   async createKey(request: KeyRequest, imported?: ImportedKey): Promise<CreatedKey> {
     await this.whenListed();
+    // The listing has learned what the service is: a Managed HSM behind any host name makes -HSM keys only.
+    if (this.managedHsm) {
+      request = { ...request, spec: hsmSpec(request.spec) };
+      if (imported) imported = hsmImport(imported);
+    }
     const name = this.nameFor(request);
     const properties = { ...request.properties, tags: tagsWithIdentity(request.properties.tags, request.identities) };
     let key: VaultKey;
