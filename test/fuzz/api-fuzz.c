@@ -832,6 +832,20 @@ static void coherent_mechanism(struct mechanism *mech, CK_KEY_TYPE key_type) {
   mech->m.pParameter = mech->param;
 }
 
+/* A GCM parameter's IV and AAD: real buffers of the stated lengths, or now and then NULL (a malformed parameter). */
+static void gcm_buffers(struct mechanism *mech, CK_ULONG iv_len, CK_BYTE_PTR *iv, CK_ULONG aad_len, CK_BYTE_PTR *aad) {
+  if (chance(95)) {
+    mech->iv = malloc(iv_len + 1);
+    random_bytes(mech->iv, iv_len);
+    *iv = mech->iv;
+  }
+  if (chance(90)) {
+    free(mech->source);
+    mech->source = malloc(aad_len + 1);
+    random_bytes(mech->source, aad_len);
+    *aad = mech->source;
+  }
+}
 static void mechanism_new(struct mechanism *mech) {
   memset(mech, 0, sizeof *mech);
   if (chance(40)) {
@@ -870,25 +884,15 @@ static void mechanism_new(struct mechanism *mech) {
     }
     if (base == sizeof oaep) memcpy(mech->param, &oaep, sizeof oaep);
   }
-  /* So does a GCM-sized parameter of CKM_AES_GCM: real buffers, or NULL with a length (malformed, never read). */
+  /* So does a GCM-sized parameter of CKM_AES_GCM: real buffers, or NULL with a length (malformed, never read). The
+   * shim takes CK_GCM_PARAMS in the errata's layout and as v2.40 first published it (no ulIvBits, the size of an
+   * OAEP parameter). */
   if (mech->m.mechanism == CKM_AES_GCM && len == sizeof(CK_GCM_PARAMS)) {
     CK_GCM_PARAMS gcm = {NULL, chance(80) ? 12 : below(80), 0, NULL, below(40), chance(70) ? 128 : below(200)};
     gcm.ulIvBits = chance(90) ? gcm.ulIvLen * 8 : below(1000);
-    if (chance(95)) {
-      mech->iv = malloc(gcm.ulIvLen + 1);
-      random_bytes(mech->iv, gcm.ulIvLen);
-      gcm.pIv = mech->iv;
-    }
-    if (chance(90)) {
-      free(mech->source);
-      mech->source = malloc(gcm.ulAADLen + 1);
-      random_bytes(mech->source, gcm.ulAADLen);
-      gcm.pAAD = mech->source;
-    }
+    gcm_buffers(mech, gcm.ulIvLen, &gcm.pIv, gcm.ulAADLen, &gcm.pAAD);
     memcpy(mech->param, &gcm, sizeof gcm);
   }
-  /* The shim also takes CK_GCM_PARAMS as v2.40 first published it (no ulIvBits, the size of an OAEP parameter):
-   * its pointers are followed too, so they are real buffers or NULL. */
   if (mech->m.mechanism == CKM_AES_GCM && len == 5 * sizeof(CK_ULONG)) {
     struct {
       CK_BYTE_PTR pIv;
@@ -897,17 +901,7 @@ static void mechanism_new(struct mechanism *mech) {
       CK_ULONG ulAADLen;
       CK_ULONG ulTagBits;
     } gcm = {NULL, chance(80) ? 12 : below(80), NULL, below(40), chance(70) ? 128 : below(200)};
-    if (chance(95)) {
-      mech->iv = malloc(gcm.ulIvLen + 1);
-      random_bytes(mech->iv, gcm.ulIvLen);
-      gcm.pIv = mech->iv;
-    }
-    if (chance(90)) {
-      free(mech->source);
-      mech->source = malloc(gcm.ulAADLen + 1);
-      random_bytes(mech->source, gcm.ulAADLen);
-      gcm.pAAD = mech->source;
-    }
+    gcm_buffers(mech, gcm.ulIvLen, &gcm.pIv, gcm.ulAADLen, &gcm.pAAD);
     memcpy(mech->param, &gcm, sizeof gcm);
   }
   mech->m.pParameter = mech->param;
