@@ -4,6 +4,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { createInterface } from "node:readline";
+import { readdirSync } from "node:fs";
 import { run } from "./process.ts";
 
 /** The respawn tests are about the host's own helper, so their hosts never use the shared agent (docs/agent.md). */
@@ -59,12 +60,24 @@ export function describeTree(table: readonly ProcessEntry[], roots: readonly num
   return `    PID    PPID STAT  COMMAND\n${[...new Set(lines)].join("\n")}`;
 }
 
-/** SIGKILLs each pid and waits (bounded) until the kernel has closed its end of the socketpair: gone or a zombie. */
+/** Threads the process still has: a leader turns zombie while its other threads still exit, holding its files. */
+function threadsLeft(pid: number): number {
+  try {
+    return readdirSync(`/proc/${pid}/task`).length;
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * SIGKILLs each pid and waits (bounded) until the kernel has closed its end of the socketpair: gone, or a zombie
+ * with no thread left (the leader alone turns Z first, and a request sent then is lost in flight).
+ */
 export async function killAndWaitDead(pids: readonly number[]): Promise<void> {
   for (const pid of pids) process.kill(pid, "SIGKILL");
   for (let i = 0; i < 200; i++) {
     const table = await processTable();
-    const alive = pids.filter((pid) => table.some((entry) => entry.pid === pid && !isZombie(entry)));
+    const alive = pids.filter((pid) => table.some((entry) => entry.pid === pid && (!isZombie(entry) || threadsLeft(pid) > 1)));
     if (alive.length === 0) return;
     await new Promise((resolve) => setTimeout(resolve, 25));
   }
