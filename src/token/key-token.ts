@@ -16,7 +16,7 @@ import { buildKeyMaterial, type KeyMaterial } from "./key-material.ts";
 import { isOctKey, secretKeyObject, vaultSecretMaterial, type SecretMaterial, type SecretObjectSpec } from "./secret-key.ts";
 import { buildObjects, objectHandle, type ObjectIdentity, type TokenObject } from "./objects.ts";
 import { Backoff, isPassing } from "./retry.ts";
-import { ORIGIN_TAG, tagsWithIdentity } from "./tags.ts";
+import { ORIGIN_TAG, originOf, tagsWithIdentity } from "./tags.ts";
 import { hsmImport, hsmSpec } from "../mechanisms/key-generation.ts";
 import { isManagedHsm, type CreatedKey, type FoundObject, type KeyRequest, type LoginState, type Token } from "./token.ts";
 import { vaultFailure } from "./vault-errors.ts";
@@ -283,7 +283,7 @@ export class KeyToken implements Token {
         certificateDestroyable: false,
         uniqueBase: `${key.vaultUrl}/keys/${key.name}`,
         authorities: this.slot.certificateChainDer,
-        ...(key.tags[ORIGIN_TAG] === "generated" || key.tags[ORIGIN_TAG] === "imported" ? { origin: key.tags[ORIGIN_TAG] } : {}),
+        ...originOf(key.tags),
       },
       this.ulongSize,
     );

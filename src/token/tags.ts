@@ -16,9 +16,13 @@ export const idTag = (side: KeySide): string => `${PREFIX[side]}CKA_ID`;
 /** The identity a key's tags give one of its objects; a key without tags is labelled by its name. */
 export function identityFromTags(tags: Readonly<Record<string, string>>, side: KeySide, keyName: string): ObjectIdentity {
   const label = tags[labelTag(side)] ?? tags[labelTag("private")] ?? keyName;
-  const hex = tags[idTag(side)] ?? tags[idTag("private")];
-  const id = hex !== undefined && /^([0-9a-f]{2})*$/i.test(hex) ? Buffer.from(hex, "hex") : undefined;
+  const id = idFromTag(tags[idTag(side)] ?? tags[idTag("private")]);
   return id ? { label, id } : { label };
+}
+
+/** A CKA_ID kept as a tag (lowercase hex); a value that is not hex is no id. */
+export function idFromTag(hex: string | undefined): Buffer | undefined {
+  return hex !== undefined && /^([0-9a-f]{2})*$/i.test(hex) ? Buffer.from(hex, "hex") : undefined;
 }
 
 /** The tags that record both key objects' identities, merged over the key's other tags. */
@@ -47,6 +51,12 @@ export const CERTIFICATE_ID_TAG = "p11_cert_CKA_ID";
 
 /** How a key came to be, for CKA_LOCAL and CKA_NEVER_EXTRACTABLE: "generated" or "imported" through this module. */
 export const ORIGIN_TAG = "p11_pri_origin";
+
+/** The key's origin tag, as buildObjects takes it; a key made elsewhere has none. */
+export function originOf(tags: Readonly<Record<string, string>>): { origin?: "generated" | "imported" } {
+  const origin = tags[ORIGIN_TAG];
+  return origin === "generated" || origin === "imported" ? { origin } : {};
+}
 
 /**
  * An AES key's CKA_VALUE_LEN in bytes, written when this module makes the key: Managed HSM reports no size for

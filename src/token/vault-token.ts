@@ -6,24 +6,23 @@
 import { createHash, randomBytes, X509Certificate } from "node:crypto";
 import type { VaultSlot } from "../config/types.ts";
 import { log } from "../log/log.ts";
+import { hsmImport, hsmSpec } from "../mechanisms/key-generation.ts";
+import { allowedMechanisms } from "../mechanisms/table.ts";
 import { CK_CERTIFICATE_CATEGORY, CKA, CKC, CKK, CKO, CKR } from "../pkcs11/constants.ts";
 import { Pkcs11Error } from "../pkcs11/error.ts";
 import type { Attribute } from "../protocol/codec.ts";
 import { andThen, type Immediate } from "../session/immediate.ts";
 import { VaultError, type ImportedKey, type NewKeySpec, type StoredCertificate, type VaultBackend, type VaultKey, type VaultKeyListing } from "../vault/types.ts";
+import { aesLength } from "./aes-length.ts";
 import { AttributeSet } from "./attributes.ts";
 import { certificateFields, keyIdentifier } from "./der.ts";
 import { VaultHandles } from "./handles.ts";
 import { buildKeyMaterial, type KeyMaterial } from "./key-material.ts";
 import { authorityLabel, authorityObject, buildObjects, common, type ObjectIdentity, type ObjectKind, type TokenObject } from "./objects.ts";
 import { Backoff, isPassing } from "./retry.ts";
-import { ORIGIN_TAG, SECRET_LENGTH_TAG } from "./tags.ts";
-import { aesLength } from "./aes-length.ts";
 import { isOctKey, secretKeyObject, vaultSecretMaterial, type SecretMaterial } from "./secret-key.ts";
-import { allowedMechanisms } from "../mechanisms/table.ts";
-import { hsmImport, hsmSpec } from "../mechanisms/key-generation.ts";
-import { CERTIFICATE_AUTHORITY_TAG, CERTIFICATE_ID_TAG, CERTIFICATE_KEY_TAG, CERTIFICATE_LABEL_TAG, identityFromTags, idTag, tagsWithIdentity } from "./tags.ts";
-import type { CreatedKey, FoundObject, KeyRequest, LoginState, Token } from "./token.ts";
+import { CERTIFICATE_AUTHORITY_TAG, CERTIFICATE_ID_TAG, CERTIFICATE_KEY_TAG, CERTIFICATE_LABEL_TAG, identityFromTags, idFromTag, idTag, ORIGIN_TAG, originOf, SECRET_LENGTH_TAG, tagsWithIdentity } from "./tags.ts";
+import { isManagedHsm, type CreatedKey, type FoundObject, type KeyRequest, type LoginState, type Token } from "./token.ts";
 import { vaultFailure } from "./vault-errors.ts";
 
 /** Keys read at once when a find has to look at their public material. */
@@ -87,7 +86,7 @@ export class VaultToken implements Token {
   ) {
     this.serial = createHash("sha256").update(`${slot.vaultUrl}/keys`).digest("hex").slice(0, 16);
     this.handles = new VaultHandles(slotId);
-    this.model = new URL(slot.vaultUrl).hostname.toLowerCase().endsWith(".managedhsm.azure.net") ? "Managed HSM" : "Key Vault";
+    this.model = isManagedHsm(slot.vaultUrl) ? "Managed HSM" : "Key Vault";
   }
 
   get label(): string {
@@ -180,8 +179,10 @@ export class VaultToken implements Token {
   private addKey(listing: VaultKeyListing, vaultCertificate: boolean, stored: StoredCertificate | undefined): KeyEntry {
     const entry: KeyEntry = { name: listing.name, base: this.handles.base(listing.name), listing, tags: { ...listing.tags }, vaultCertificate };
     if (stored) entry.stored = stored;
-    this.keys.push(entry);
-    this.keys.sort((a, b) => compareNames(a.name, b.name));
+    // The listing adds its keys in order, so the search from the end stops at once; a key made later finds its place.
+    let at = this.keys.length;
+    while (at > 0 && compareNames(this.keys[at - 1]!.name, entry.name) > 0) at--;
+    this.keys.splice(at, 0, entry);
     this.byBase.set(entry.base, entry);
     this.byName.set(entry.name.toLowerCase(), entry);
     return entry;
@@ -285,8 +286,7 @@ export class VaultToken implements Token {
     const own = identityFromTags(entry.tags, "private", entry.name);
     const tags = entry.stored?.tags;
     if (!tags) return own;
-    const hex = tags[CERTIFICATE_ID_TAG];
-    const id = hex !== undefined && /^([0-9a-f]{2})*$/i.test(hex) ? Buffer.from(hex, "hex") : own.id;
+    const id = idFromTag(tags[CERTIFICATE_ID_TAG]) ?? own.id;
     return { label: tags[CERTIFICATE_LABEL_TAG] ?? own.label, ...(id ? { id } : {}) };
   }
 
@@ -315,8 +315,8 @@ export class VaultToken implements Token {
       .ulong(CKA.CERTIFICATE_TYPE, CKC.X_509)
       .ulong(CKA.CERTIFICATE_CATEGORY, CK_CERTIFICATE_CATEGORY.AUTHORITY);
     if (tags[CERTIFICATE_LABEL_TAG] !== undefined) set.text(CKA.LABEL, tags[CERTIFICATE_LABEL_TAG]);
-    const hex = tags[CERTIFICATE_ID_TAG];
-    if (hex !== undefined && /^([0-9a-f]{2})*$/i.test(hex)) set.bytes(CKA.ID, Buffer.from(hex, "hex"));
+    const id = idFromTag(tags[CERTIFICATE_ID_TAG]);
+    if (id) set.bytes(CKA.ID, id);
     return set;
   }
 
@@ -475,8 +475,8 @@ export class VaultToken implements Token {
       (der) => {
         authority.loading = undefined;
         const { tags } = authority.stored;
-        const hex = tags[CERTIFICATE_ID_TAG];
-        const identity = { label: tags[CERTIFICATE_LABEL_TAG] ?? authorityLabel(new X509Certificate(der)), ...(hex ? { id: Buffer.from(hex, "hex") } : {}) };
+        const id = idFromTag(tags[CERTIFICATE_ID_TAG]);
+        const identity = { label: tags[CERTIFICATE_LABEL_TAG] ?? authorityLabel(new X509Certificate(der)), ...(id ? { id } : {}) };
         authority.object = authorityObject(authority.base + AUTHORITY_OFFSET, der, identity, `${this.slot.vaultUrl}/secrets/${authority.stored.name}`, this.ulongSize, true);
         return authority.object;
       },
@@ -664,11 +664,6 @@ export class VaultToken implements Token {
       throw vaultFailure(error, `${where}/${name}`, "delete certificate");
     }
   }
-}
-
-function originOf(tags: Readonly<Record<string, string>>): { origin?: "generated" | "imported" } {
-  const origin = tags[ORIGIN_TAG];
-  return origin === "generated" || origin === "imported" ? { origin } : {};
 }
 
 function compareNames(a: string, b: string): number {
