@@ -9,12 +9,12 @@ import { CKA, CKC, CKK, CKM, CKO, CKR, CKZ_DATA_SPECIFIED, mechanismName } from 
 import { Pkcs11Error } from "../pkcs11/error.ts";
 import type { Attribute, Mechanism, OutRequest } from "../protocol/codec.ts";
 import { privateKeyImport } from "../token/import.ts";
-import { SessionObjects } from "./session-objects.ts";
+import { findObject, SessionObjects } from "./session-objects.ts";
 import { AES_LENGTHS, GENERATED_BY_AES_KEY_GEN, type SecretKind, type SecretMaterial } from "../token/secret-key.ts";
 import { ORIGIN_TAG } from "../token/tags.ts";
 import { vaultFailure } from "../token/vault-errors.ts";
 import type { VaultBackend, WrapAlgorithm } from "../vault/types.ts";
-import { findObject, handleError } from "./operations.ts";
+import { handleError } from "./operations.ts";
 import { TemplateReader } from "../token/template.ts";
 import type { FoundObject, KeyRequest, Token } from "../token/token.ts";
 import { andThen, type Immediate } from "./immediate.ts";

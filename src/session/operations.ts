@@ -6,7 +6,7 @@ import type { VaultBackend } from "../vault/types.ts";
 import { CKF, CKM, CKR, mechanismName, rvName } from "../pkcs11/constants.ts";
 import { aesParameters, HSM_GCM_IV_BYTES, HSM_GCM_TAG_BYTES, localAes, messageParameters, usableSecret, vaultAesAlgorithm } from "../mechanisms/aes.ts";
 import type { SecretMaterial } from "../token/secret-key.ts";
-import { SessionObjects } from "./session-objects.ts";
+import { findObject, type SessionObjects } from "./session-objects.ts";
 import { SymmetricCipher } from "./symmetric.ts";
 import { Pkcs11Error } from "../pkcs11/error.ts";
 import { startDecrypt, startDigestOperation, startEncrypt, startSign, startVerify, type VaultSignRequest } from "../mechanisms/index.ts";
@@ -447,15 +447,6 @@ export class Operations {
 }
 
 const isAes = (mechanism: Mechanism): boolean => mechanism.type === CKM.AES_CBC || mechanism.type === CKM.AES_CBC_PAD || mechanism.type === CKM.AES_GCM;
-
-/** A token object, or a session object of the session's token (session-objects.ts). */
-export function findObject(sessionObjects: SessionObjects, session: Session, handle: number): Immediate<FoundObject> {
-  if (SessionObjects.owns(handle)) {
-    const { object, secret } = sessionObjects.get(handle, session.token);
-    return { object, secret };
-  }
-  return session.token.object(handle);
-}
 
 /** An Init call names a key: a handle that names no object is CKR_KEY_HANDLE_INVALID there. */
 function asKeyHandleError(error: unknown): unknown {

@@ -7,7 +7,9 @@ import type { Attribute } from "../protocol/codec.ts";
 import { SESSION_OBJECT_FIRST, SESSION_OBJECT_LAST, isSessionObjectHandle } from "../token/handles.ts";
 import type { ObjectIdentity, TokenObject } from "../token/objects.ts";
 import { secretKeyObject, type SecretMaterial } from "../token/secret-key.ts";
-import type { Token } from "../token/token.ts";
+import type { FoundObject, Token } from "../token/token.ts";
+import type { Immediate } from "./immediate.ts";
+import type { Session } from "./session.ts";
 import { allowedMechanisms } from "../mechanisms/table.ts";
 
 /** Session keys one application may hold at once: a runaway loop gets CKR_DEVICE_MEMORY, not the helper's memory. */
@@ -100,4 +102,13 @@ export class SessionObjects {
       this.ulongSize,
     );
   }
+}
+
+/** A token object, or a session object of the session's token: what a handle names, seen from a session. */
+export function findObject(sessionObjects: SessionObjects, session: Session, handle: number): Immediate<FoundObject> {
+  if (SessionObjects.owns(handle)) {
+    const { object, secret } = sessionObjects.get(handle, session.token);
+    return { object, secret };
+  }
+  return session.token.object(handle);
 }
