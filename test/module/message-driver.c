@@ -11,36 +11,24 @@
 
 #include <p11-kit/pkcs11.h>
 
-#include "v30.h"
+#include "../fixtures/pkcs11-v30.h"
 
 #define PRINT_RV(key, rv) printf("%s 0x%lx\n", key, (unsigned long)(rv))
 #define MAX_BYTES 4096
 
-/* The 3.0 shapes p11-kit 0.24's header lacks: the 3.0 table is the 2.40 table followed by these. */
-typedef CK_RV (*message_init_t)(CK_SESSION_HANDLE, CK_MECHANISM_PTR, CK_OBJECT_HANDLE);
-typedef CK_RV (*message_t)(CK_SESSION_HANDLE, CK_VOID_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG,
-                           CK_BYTE_PTR, CK_ULONG_PTR);
-typedef CK_RV (*session_only_t)(CK_SESSION_HANDLE);
+/* The 3.0 function table: the 2.40 table followed by these. */
 struct table3 {
   CK_FUNCTION_LIST v2;
   void *get_interface_list, *get_interface, *login_user, *session_cancel;
   message_init_t message_encrypt_init;
   message_t encrypt_message;
   void *encrypt_message_begin, *encrypt_message_next;
-  session_only_t message_encrypt_final;
+  message_final_t message_encrypt_final;
   message_init_t message_decrypt_init;
   message_t decrypt_message;
   void *decrypt_message_begin, *decrypt_message_next;
-  session_only_t message_decrypt_final;
+  message_final_t message_decrypt_final;
 };
-typedef struct {
-  CK_BYTE_PTR pIv;
-  CK_ULONG ulIvLen;
-  CK_ULONG ulIvFixedBits;
-  CK_ULONG ivGenerator;
-  CK_BYTE_PTR pTag;
-  CK_ULONG ulTagBits;
-} gcm_message_params_t;
 #define CKG_NO_GENERATE 0x0UL
 #define CKG_GENERATE_RANDOM 0x3UL /* PKCS#11 3.0: NO_GENERATE 0, GENERATE 1, GENERATE_COUNTER 2, GENERATE_RANDOM 3 */
 

@@ -8,7 +8,7 @@
 
 #include <p11-kit/pkcs11.h>
 
-#include "v30.h"
+#include "../fixtures/pkcs11-v30.h"
 
 #define PRINT_RV(key, rv) printf("%s 0x%lx\n", key, (unsigned long)(rv))
 

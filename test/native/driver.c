@@ -15,6 +15,8 @@
 
 #include <p11-kit/pkcs11.h>
 
+#include "../fixtures/pkcs11-v30.h"
+
 static CK_FUNCTION_LIST_PTR f;
 static void *module;
 
@@ -243,14 +245,6 @@ static void scenario_basic(void) {
   PRINT_RV("post.Finalize", f->C_Finalize(NULL));
 }
 
-/* Shapes of the 3.0 interface, as declared by the OASIS 3.0 header (p11-kit 0.24 has no such declarations). */
-typedef struct {
-  CK_CHAR *pInterfaceName;
-  CK_VOID_PTR pFunctionList;
-  CK_FLAGS flags;
-} interface_t;
-typedef CK_RV (*get_interface_list_t)(interface_t *, CK_ULONG *);
-typedef CK_RV (*get_interface_t)(CK_UTF8CHAR *, CK_VERSION *, interface_t **, CK_FLAGS);
 
 static void scenario_interfaces(void) {
   get_interface_list_t list = (get_interface_list_t)dlsym(module, "C_GetInterfaceList");
@@ -398,20 +392,6 @@ static void scenario_keys(void) {
   PRINT_RV("Finalize", f->C_Finalize(NULL));
 }
 
-/* CK_GCM_MESSAGE_PARAMS and the 3.0 message functions, as declared by the OASIS 3.0 header. */
-typedef struct {
-  CK_BYTE_PTR pIv;
-  CK_ULONG ulIvLen;
-  CK_ULONG ulIvFixedBits;
-  CK_ULONG ivGenerator;
-  CK_BYTE_PTR pTag;
-  CK_ULONG ulTagBits;
-} gcm_message_params_t;
-typedef CK_RV (*message_init_t)(CK_SESSION_HANDLE, CK_MECHANISM_PTR, CK_OBJECT_HANDLE);
-typedef CK_RV (*message_t)(CK_SESSION_HANDLE, CK_VOID_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG,
-                           CK_BYTE_PTR, CK_ULONG_PTR);
-typedef CK_RV (*message_final_t)(CK_SESSION_HANDLE);
-typedef CK_RV (*message_begin_t)(CK_SESSION_HANDLE, CK_VOID_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG);
 
 static CK_BYTE msg_iv[12], msg_tag[16], msg_out[64];
 static gcm_message_params_t msg_params;
