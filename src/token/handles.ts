@@ -13,7 +13,6 @@ export const SESSION_OBJECT_FIRST = 0x80000000;
 export const SESSION_OBJECT_LAST = 0xfffffffe;
 export const HANDLES_PER_KEY = 16;
 
-export const isVaultTokenHandle = (handle: number): boolean => handle >= VAULT_FIRST && handle < SESSION_OBJECT_FIRST;
 export const isSessionObjectHandle = (handle: number): boolean => handle >= SESSION_OBJECT_FIRST && handle <= SESSION_OBJECT_LAST;
 
 /** Assigns each name its first handle (a multiple of 16 from VAULT_FIRST); `names` in their sort order. */

@@ -7,8 +7,6 @@ import type { ObjectIdentity } from "./objects.ts";
 export type KeySide = "private" | "public";
 
 const PREFIX: Record<KeySide, string> = { private: "p11_pri_", public: "p11_pub_" };
-/** Key Vault limits a tag value to 256 characters. */
-export const MAX_TAG_VALUE = 256;
 
 export const labelTag = (side: KeySide): string => `${PREFIX[side]}CKA_LABEL`;
 export const idTag = (side: KeySide): string => `${PREFIX[side]}CKA_ID`;
@@ -34,13 +32,6 @@ export function tagsWithIdentity(tags: Readonly<Record<string, string>>, identit
     if (identity?.id !== undefined) out[idTag(side)] = identity.id.toString("hex");
   }
   return out;
-}
-
-/** Why a label or id cannot be kept in a tag, or undefined when it can. */
-export function tagProblem(identity: Partial<ObjectIdentity>): string | undefined {
-  if (identity.label !== undefined && identity.label.length > MAX_TAG_VALUE) return `CKA_LABEL is ${identity.label.length} characters; a Key Vault tag holds at most ${MAX_TAG_VALUE}`;
-  if (identity.id !== undefined && identity.id.length * 2 > MAX_TAG_VALUE) return `CKA_ID is ${identity.id.length} bytes; a Key Vault tag holds at most ${MAX_TAG_VALUE / 2}`;
-  return undefined;
 }
 
 /** Tags of a certificate this module stored in a secret (src/vault/types.ts StoredCertificate). */
